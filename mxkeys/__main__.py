@@ -1,0 +1,3 @@
+from mxkeys.cli import main
+
+raise SystemExit(main())

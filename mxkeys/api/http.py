@@ -1,0 +1,144 @@
+"""Request parsing and response shaping shared by every endpoint module."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mxkeys.errors import (
+    MatrixError,
+    bad_json,
+    invalid_param,
+    missing_param,
+    not_json,
+    too_large,
+)
+from mxkeys.services.auth import Requester
+
+if TYPE_CHECKING:
+    from mxkeys.homeserver import HomeServer
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+_MISSING_FIELD = re.compile(r"Object missing required field `([^`]*)`")
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _encoder.encode(content)
+
+
+def json_response(content: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(content, status_code=status)
+
+
+def homeserver(request: Request) -> HomeServer:
+    return request.app.state.homeserver
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing anything over the configured limit before reading it all."""
+    limit = homeserver(request).config.max_request_body_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_json(body: bytes, model: type[T]) -> T:
+    """Decode and validate a JSON body in one pass, mapping failures to Matrix errors.
+
+    Besides the model's own rules this rejects what Matrix JSON cannot hold: invalid UTF-8,
+    lone surrogates, NaN/Infinity and numbers out of range.
+    """
+    try:
+        return msgspec.json.decode(body, type=model)
+    except msgspec.ValidationError as e:
+        message = str(e)
+        missing = _MISSING_FIELD.match(message)
+        if missing:
+            raise missing_param(f"Missing parameter: {missing.group(1)}") from None
+        raise bad_json(message) from None
+    except msgspec.DecodeError:
+        raise not_json() from None
+
+
+async def json_body(request: Request, model: type[T]) -> T:
+    return decode_json(await read_body(request), model)
+
+
+async def optional_json_body(request: Request, model: type[T], default: T) -> T:
+    """For endpoints whose body clients may leave out (e.g. the first step of UIA)."""
+    body = await read_body(request)
+    if not body.strip():
+        return default
+    return decode_json(body, model)
+
+
+def path_param(request: Request, name: str) -> str:
+    """A path parameter, percent-decoded exactly once.
+
+    Routing matches the raw path (see `middleware.RawPathMiddleware`), so an encoded `/` in a
+    room or session ID stays inside its segment.
+    """
+    raw = request.path_params[name]
+    try:
+        return unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise invalid_param(f"Path parameter {name} is not valid UTF-8") from None
+
+
+def query_param(request: Request, name: str, required: bool = False) -> str | None:
+    value = request.query_params.get(name)
+    if value is None and required:
+        raise missing_param(f"Missing query parameter: {name}")
+    return value
+
+
+def query_bool(request: Request, name: str, default: bool = False) -> bool:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if value in ("true", "false"):
+        return value == "true"
+    raise invalid_param(f"Query parameter {name} must be 'true' or 'false'")
+
+
+def access_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise MatrixError(401, "M_MISSING_TOKEN", "Malformed Authorization header")
+        return token.strip()
+    return request.query_params.get("access_token")
+
+
+async def requester(request: Request) -> Requester:
+    """The authenticated user; 401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN otherwise."""
+    token = access_token(request)
+    if not token:
+        raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
+    client = request.client
+    who = await homeserver(request).auth.authenticate(
+        token,
+        client.host if client else None,
+        request.headers.get("user-agent"),
+    )
+    request.scope["mxkeys.user"] = who.user_id
+    return who

@@ -1,0 +1,78 @@
+"""The ASGI application: routes, error rendering, and the homeserver's lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from mxkeys.api import build_routes
+from mxkeys.api.http import JSONResponse
+from mxkeys.api.middleware import EdgeMiddleware
+from mxkeys.config import Config
+from mxkeys.errors import MatrixError
+from mxkeys.homeserver import HomeServer
+
+logger = logging.getLogger(__name__)
+
+
+async def matrix_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MatrixError)
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=exc.headers or None)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (404, 405):
+        error = "Unrecognized request" if exc.status_code == 404 else "Method not allowed"
+        body = {"errcode": "M_UNRECOGNIZED", "error": error}
+    else:
+        body = {"errcode": "M_UNKNOWN", "error": str(exc.detail)}
+    return JSONResponse(body, status_code=exc.status_code)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"errcode": "M_UNKNOWN", "error": "Internal server error"}, 500)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(config: Config, homeserver: HomeServer | None = None) -> ASGIApp:
+    """The server as an ASGI app. It migrates the database when it starts."""
+    hs = homeserver or HomeServer(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        hs.migrate()
+        logger.info("mxkeys serving %s on %s", config.server_name, config.listen)
+        try:
+            yield
+        finally:
+            hs.close()
+
+    routes = build_routes()
+    if config.enable_metrics:
+        routes.append(Route("/metrics", metrics, methods=["GET"]))
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            MatrixError: matrix_error,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
+    )
+    app.router.redirect_slashes = False
+    app.state.homeserver = hs
+    return EdgeMiddleware(app)

@@ -1,0 +1,148 @@
+"""Server settings: defaults, then a config file, then `MXKEYS_*` environment, then flags.
+
+Every setting is declared once in `Config`; the CLI flags, the environment variable names
+and the config-file keys are all derived from the field names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "MXKEYS_"
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names it."""
+
+
+def _setting(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class Config:
+    server_name: str = _setting("localhost", "the server name in user IDs (@user:SERVER_NAME)")
+    listen: str = _setting("127.0.0.1:8008", "HOST:PORT to listen on")
+    database_url: str = _setting(
+        "sqlite:///mxkeys-data/homeserver.db",
+        "sqlite:///PATH (relative to the working directory; sqlite:////abs/path for an "
+        "absolute one) or postgresql://USER@HOST:PORT/DB",
+    )
+    public_baseurl: str = _setting(
+        "", "the URL clients reach this server at (default: http://LISTEN)"
+    )
+    enable_registration: bool = _setting(False, "allow POST /register (off by default)")
+    log_level: str = _setting("info", "debug, info, warning or error")
+    enable_metrics: bool = _setting(False, "serve Prometheus metrics at /metrics")
+    max_request_body_bytes: int = _setting(
+        8 * 1024 * 1024, "largest request body accepted (M_TOO_LARGE above it)"
+    )
+    uia_session_lifetime_ms: int = _setting(
+        24 * 3600 * 1000, "how long a user-interactive-auth session stays usable"
+    )
+    password_time_cost: int = _setting(3, "argon2id time cost for password hashes")
+    password_memory_cost_kib: int = _setting(65536, "argon2id memory cost (KiB)")
+    password_parallelism: int = _setting(4, "argon2id parallelism")
+    database_pool_size: int = _setting(8, "database connections (and storage threads)")
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_baseurl or f"http://{self.listen}").rstrip("/")
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"listen must be HOST:PORT, got {self.listen!r}")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    def validate(self) -> None:
+        self.listen_host_port  # noqa: B018 - raises on a bad value
+        if not (
+            self.database_url.startswith("sqlite:")
+            or self.database_url.startswith("postgresql:")
+            or self.database_url.startswith("postgres:")
+        ):
+            raise ConfigError("database_url must start with sqlite:// or postgresql://")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            raise ConfigError(f"unknown log_level {self.log_level!r}")
+        if self.max_request_body_bytes < 1024:
+            raise ConfigError("max_request_body_bytes must be at least 1024")
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = FIELDS[name].type
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{name}: expected a boolean, got {value!r}")
+    if kind == "int":
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    return value
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            data: Any = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text) or {}
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot parse config file {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def load_config(
+    file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Merge the layers, later ones winning: defaults, file, environment, overrides."""
+    values: dict[str, Any] = {}
+    if file:
+        for key, value in read_config_file(file).items():
+            if key not in FIELDS:
+                raise ConfigError(f"unknown setting {key!r} in {file}")
+            values[key] = _coerce(key, value)
+    env = os.environ if env is None else env
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
+            name = key[len(ENV_PREFIX) :].lower()
+            if name not in FIELDS:
+                raise ConfigError(f"unknown setting in environment variable {key}")
+            values[name] = _coerce(name, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _coerce(key, value)
+    config = Config(**values)
+    config.validate()
+    return config

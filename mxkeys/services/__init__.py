@@ -1,0 +1,1 @@
+"""The rules of the spec: no HTTP and no SQL here."""

@@ -1,0 +1,236 @@
+"""Users, devices and access tokens.
+
+Tables that hold per-device data reference `devices` with ON DELETE CASCADE, so deleting a
+device (or a user) removes everything stored for it in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mxkeys.storage.database import Database, dialect_insert
+from mxkeys.storage.schema import access_tokens, devices, users
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOwner:
+    user_id: str
+    device_id: str
+    is_admin: bool
+    last_seen_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    user_id: str
+    device_id: str
+    display_name: str | None
+    last_seen_ts: int | None
+    last_seen_ip: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewLogin:
+    """A device to create (or reuse) and the access token to attach to it."""
+
+    device_id: str
+    display_name: str | None
+    token_hash: str
+
+
+class AccountStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- users -------------------------------------------------------------------------
+
+    async def create_user(
+        self,
+        user_id: str,
+        password_hash: str | None,
+        is_admin: bool,
+        now_ms: int,
+        login: NewLogin | None = None,
+    ) -> bool:
+        """Create a user (and optionally its first device and token) atomically.
+
+        Returns False, writing nothing, when the user ID is taken.
+        """
+
+        def txn(conn: Connection) -> bool:
+            stmt = (
+                dialect_insert(self.db.dialect, users)
+                .values(
+                    user_id=user_id,
+                    password_hash=password_hash,
+                    is_admin=is_admin,
+                    created_ts=now_ms,
+                )
+                .on_conflict_do_nothing(index_elements=["user_id"])
+            )
+            if conn.execute(stmt).rowcount != 1:
+                return False
+            if login is not None:
+                self._login_txn(conn, user_id, login, now_ms)
+            return True
+
+        return await self.db.write(txn)
+
+    async def user_exists(self, user_id: str) -> bool:
+        def txn(conn: Connection) -> bool:
+            query = sa.select(users.c.user_id).where(users.c.user_id == user_id)
+            return conn.execute(query).first() is not None
+
+        return await self.db.read(txn)
+
+    async def get_password_hash(self, user_id: str) -> tuple[bool, str | None]:
+        """(user exists, its password hash)."""
+
+        def txn(conn: Connection) -> tuple[bool, str | None]:
+            query = sa.select(users.c.password_hash).where(users.c.user_id == user_id)
+            row = conn.execute(query).first()
+            return (False, None) if row is None else (True, row.password_hash)
+
+        return await self.db.read(txn)
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        def txn(conn: Connection) -> None:
+            conn.execute(
+                users.update().where(users.c.user_id == user_id).values(password_hash=password_hash)
+            )
+
+        await self.db.write(txn)
+
+    async def set_admin(self, user_id: str, is_admin: bool) -> None:
+        def txn(conn: Connection) -> None:
+            conn.execute(users.update().where(users.c.user_id == user_id).values(is_admin=is_admin))
+
+        await self.db.write(txn)
+
+    # -- logins and tokens ---------------------------------------------------------------
+
+    def _login_txn(self, conn: Connection, user_id: str, login: NewLogin, now_ms: int) -> None:
+        # An existing device keeps its display name (the spec ignores
+        # initial_device_display_name for a known device).
+        conn.execute(
+            dialect_insert(self.db.dialect, devices)
+            .values(
+                user_id=user_id,
+                device_id=login.device_id,
+                display_name=login.display_name,
+                created_ts=now_ms,
+                last_seen_ts=now_ms,
+            )
+            .on_conflict_do_nothing(index_elements=["user_id", "device_id"])
+        )
+        conn.execute(
+            access_tokens.insert().values(
+                token_hash=login.token_hash,
+                user_id=user_id,
+                device_id=login.device_id,
+                created_ts=now_ms,
+                last_seen_ts=now_ms,
+            )
+        )
+
+    async def add_login(self, user_id: str, login: NewLogin, now_ms: int) -> None:
+        await self.db.write(lambda conn: self._login_txn(conn, user_id, login, now_ms))
+
+    async def get_token_owner(self, token_hash: str) -> TokenOwner | None:
+        def txn(conn: Connection) -> TokenOwner | None:
+            query = (
+                sa.select(
+                    access_tokens.c.user_id,
+                    access_tokens.c.device_id,
+                    access_tokens.c.last_seen_ts,
+                    users.c.is_admin,
+                )
+                .join(users, users.c.user_id == access_tokens.c.user_id)
+                .where(access_tokens.c.token_hash == token_hash)
+            )
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            return TokenOwner(row.user_id, row.device_id, bool(row.is_admin), row.last_seen_ts)
+
+        return await self.db.read(txn)
+
+    async def record_token_use(
+        self,
+        token_hash: str,
+        user_id: str,
+        device_id: str,
+        now_ms: int,
+        ip: str | None,
+        user_agent: str | None,
+    ) -> None:
+        def txn(conn: Connection) -> None:
+            conn.execute(
+                access_tokens.update()
+                .where(access_tokens.c.token_hash == token_hash)
+                .values(last_seen_ts=now_ms)
+            )
+            conn.execute(
+                devices.update()
+                .where(devices.c.user_id == user_id, devices.c.device_id == device_id)
+                .values(last_seen_ts=now_ms, last_seen_ip=ip, last_seen_user_agent=user_agent)
+            )
+
+        await self.db.write(txn)
+
+    # -- devices -------------------------------------------------------------------------
+
+    @staticmethod
+    def _device(row: sa.Row) -> Device:
+        return Device(
+            row.user_id, row.device_id, row.display_name, row.last_seen_ts, row.last_seen_ip
+        )
+
+    async def list_devices(self, user_id: str) -> list[Device]:
+        def txn(conn: Connection) -> list[Device]:
+            query = (
+                sa.select(devices).where(devices.c.user_id == user_id).order_by(devices.c.device_id)
+            )
+            return [self._device(row) for row in conn.execute(query)]
+
+        return await self.db.read(txn)
+
+    async def get_device(self, user_id: str, device_id: str) -> Device | None:
+        def txn(conn: Connection) -> Device | None:
+            query = sa.select(devices).where(
+                devices.c.user_id == user_id, devices.c.device_id == device_id
+            )
+            row = conn.execute(query).first()
+            return None if row is None else self._device(row)
+
+        return await self.db.read(txn)
+
+    async def set_device_display_name(
+        self, user_id: str, device_id: str, display_name: str | None
+    ) -> bool:
+        def txn(conn: Connection) -> bool:
+            result = conn.execute(
+                devices.update()
+                .where(devices.c.user_id == user_id, devices.c.device_id == device_id)
+                .values(display_name=display_name)
+            )
+            return result.rowcount == 1
+
+        return await self.db.write(txn)
+
+    async def delete_devices(self, user_id: str, device_ids: Sequence[str] | None) -> list[str]:
+        """Delete devices (all of the user's when `device_ids` is None) with their tokens and
+        everything else stored per device. Returns the IDs that existed."""
+
+        def txn(conn: Connection) -> list[str]:
+            condition = devices.c.user_id == user_id
+            if device_ids is not None:
+                condition = sa.and_(condition, devices.c.device_id.in_(list(device_ids)))
+            deleted = conn.execute(devices.delete().where(condition).returning(devices.c.device_id))
+            return sorted(row.device_id for row in deleted)
+
+        return await self.db.write(txn)

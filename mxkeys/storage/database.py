@@ -1,0 +1,140 @@
+"""The database handle: one engine, a storage thread pool, and transactions.
+
+SQL runs synchronously on a small thread pool so the event loop never blocks. Each storage
+method hands one function to `read` or `write`, which runs it inside a single transaction on
+one thread: a request costs one hop to a storage thread, however many statements it runs.
+
+SQLite runs in WAL mode with `synchronous=NORMAL`: a committed transaction survives a crash of
+the process (only a power loss can cost the last commits). Write transactions start with
+`BEGIN IMMEDIATE` so two writers never deadlock upgrading read locks, and writes inside this
+process are serialized by a lock so they queue here instead of spinning on `SQLITE_BUSY`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+T = TypeVar("T")
+
+_WRITE = "mxkeys_write"
+
+
+def normalize_url(url: str) -> str:
+    """Map the user-facing URL forms onto SQLAlchemy driver URLs."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+"):
+        return "sqlite+pysqlite://" + url[len("sqlite://") :]
+    return url
+
+
+def create_db_engine(url: str, pool_size: int = 8) -> Engine:
+    sa_url = sa.engine.make_url(normalize_url(url))
+    if sa_url.get_backend_name() == "sqlite":
+        if sa_url.database and sa_url.database != ":memory:":
+            Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            sa_url,
+            pool_size=pool_size,
+            max_overflow=0,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+        _configure_sqlite(engine)
+        return engine
+    return sa.create_engine(
+        sa_url,
+        pool_size=pool_size,
+        max_overflow=4,
+        pool_pre_ping=True,
+        # Prepared statements are reused by psycopg after a few executions.
+        connect_args={"prepare_threshold": 5},
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver; `on_begin` issues BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """An engine plus the thread pool that runs its transactions."""
+
+    def __init__(self, url: str, pool_size: int = 8) -> None:
+        self.url = url
+        self.engine = create_db_engine(url, pool_size)
+        self.dialect = self.engine.dialect.name  # "sqlite" or "postgresql"
+        self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="mxkeys-db")
+        # SQLite has one writer at a time; queue our own writers on a lock.
+        self._write_lock: threading.Lock | None = (
+            threading.Lock() if self.dialect == "sqlite" else None
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextlib.contextmanager
+    def _transaction(self, write: bool) -> Iterator[Connection]:
+        lock = self._write_lock if write else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            with self.engine.connect() as conn:
+                if write:
+                    conn = conn.execution_options(**{_WRITE: True})
+                with conn.begin():
+                    yield conn
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def run_sync(self, fn: Callable[[Connection], T], write: bool = True) -> T:
+        with self._transaction(write) as conn:
+            return fn(conn)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.run_sync, fn, False)
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.run_sync, fn, True)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def dialect_insert(dialect: str, table: sa.Table) -> Any:
+    """An INSERT supporting `on_conflict_do_nothing/update` on either backend."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)

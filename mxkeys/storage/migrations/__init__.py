@@ -1,0 +1,1 @@
+"""Alembic migrations; `mxkeys.storage.migrate` runs them."""
