@@ -71,8 +71,10 @@ class AccountStore:
                     created_ts=now_ms,
                 )
                 .on_conflict_do_nothing(index_elements=["user_id"])
+                .returning(users.c.user_id)
             )
-            if conn.execute(stmt).rowcount != 1:
+            # (INSERT rowcounts are not reliable across drivers; RETURNING is.)
+            if conn.execute(stmt).first() is None:
                 return False
             if login is not None:
                 self._login_txn(conn, user_id, login, now_ms)
