@@ -103,7 +103,7 @@ def postgres_databases() -> Iterator[PostgresDatabases]:
 @pytest.fixture(scope="session")
 def new_database_url(
     tmp_path_factory: pytest.TempPathFactory, postgres_databases: PostgresDatabases
-):  # noqa: ANN201
+):
     """A function making the URL of a fresh, empty database on a backend."""
 
     def make(backend: str) -> str:
@@ -131,7 +131,7 @@ def test_config(database_url: str, **overrides: object) -> Config:
 
 
 @pytest.fixture(scope="session")
-def server_factory(new_database_url):  # noqa: ANN201
+def server_factory(new_database_url):
     """Start extra servers: `server_factory(backend, **config overrides)`."""
     started: list[ServerHandle] = []
 
@@ -148,7 +148,7 @@ def server_factory(new_database_url):  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def server(backend: str, server_factory) -> ServerHandle:  # noqa: ANN001
+def server(backend: str, server_factory) -> ServerHandle:
     """The shared server of this backend; tests isolate themselves with fresh users."""
     return server_factory(backend)
 
@@ -160,7 +160,7 @@ def api(server: ServerHandle) -> Iterator[Api]:
 
 
 @pytest.fixture
-def db(backend: str, new_database_url) -> Iterator[Database]:  # noqa: ANN001
+def db(backend: str, new_database_url) -> Iterator[Database]:
     """A freshly migrated database for storage-level tests."""
     database = Database(new_database_url(backend), pool_size=4)
     upgrade(database.engine)
@@ -169,7 +169,7 @@ def db(backend: str, new_database_url) -> Iterator[Database]:  # noqa: ANN001
 
 
 @pytest.fixture
-def homeserver(backend: str, new_database_url) -> Iterator[HomeServer]:  # noqa: ANN001
+def homeserver(backend: str, new_database_url) -> Iterator[HomeServer]:
     """A homeserver object (no HTTP) on a fresh database, for service-level tests."""
     hs = HomeServer(test_config(new_database_url(backend)))
     hs.migrate()

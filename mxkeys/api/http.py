@@ -66,6 +66,10 @@ def decode_json(body: bytes, model: type[T]) -> T:
     Besides the model's own rules this rejects what Matrix JSON cannot hold: invalid UTF-8,
     lone surrogates, NaN/Infinity and numbers out of range.
     """
+    if b"\\u0000" in body:
+        # PostgreSQL text cannot hold U+0000, and no Matrix identifier or key contains it:
+        # refuse it on every backend alike (Synapse refuses it too).
+        raise bad_json("JSON strings may not contain U+0000")
     try:
         return msgspec.json.decode(body, type=model)
     except msgspec.ValidationError as e:
@@ -98,15 +102,20 @@ def path_param(request: Request, name: str) -> str:
     """
     raw = request.path_params[name]
     try:
-        return unquote(raw, errors="strict")
+        value = unquote(raw, errors="strict")
     except UnicodeDecodeError:
         raise invalid_param(f"Path parameter {name} is not valid UTF-8") from None
+    if "\x00" in value:
+        raise invalid_param(f"Path parameter {name} may not contain U+0000")
+    return value
 
 
 def query_param(request: Request, name: str, required: bool = False) -> str | None:
     value = request.query_params.get(name)
     if value is None and required:
         raise missing_param(f"Missing query parameter: {name}")
+    if value is not None and "\x00" in value:
+        raise invalid_param(f"Query parameter {name} may not contain U+0000")
     return value
 
 

@@ -1,0 +1,1 @@
+"""E2EE benchmark workloads, runnable against any homeserver URL (`python -m benchmarks`)."""

@@ -1,0 +1,170 @@
+"""What every workload shares: an HTTP client that checks each response, and figures.
+
+A workload is an async function taking a `BenchContext` and returning a flat dict of figures
+(e.g. `{"sessions_per_s": 61234.0, "p50_ms": 3.1}`). Setup (registration, logins, key
+generation) happens in the workload before it starts its timer and is not counted. Every
+response is checked: a non-2xx status or a wrong body raises `BenchError`, which fails the
+workload instead of timing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+CLIENT = "/_matrix/client/v3"
+
+
+class BenchError(Exception):
+    """A response that was not what the workload expected."""
+
+
+@dataclass(frozen=True)
+class BenchUser:
+    user_id: str
+    access_token: str
+    device_id: str
+
+
+class BenchClient:
+    def __init__(self, base_url: str, concurrency: int = 64) -> None:
+        self.base_url = base_url.rstrip("/")
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=120, limits=limits)
+        self.run_id = secrets.token_hex(4)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        user: BenchUser | None = None,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        expect: int = 200,
+    ) -> Any:
+        """Send a request to `/_matrix/client/v3/<path>` and return the decoded JSON body."""
+        response = await self.raw(method, path, user, json=json, params=params)
+        if response.status_code != expect:
+            raise BenchError(
+                f"{method} {path}: expected {expect}, got {response.status_code}: "
+                f"{response.text[:300]}"
+            )
+        try:
+            return response.json()
+        except ValueError as e:
+            raise BenchError(f"{method} {path}: body is not JSON") from e
+
+    async def raw(
+        self,
+        method: str,
+        path: str,
+        user: BenchUser | None = None,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
+        url = path if path.startswith("/") else f"{CLIENT}/{path}"
+        headers = {"Authorization": f"Bearer {user.access_token}"} if user else {}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        return await self.http.request(
+            method, url, json=json, params=params, headers=headers, content=content
+        )
+
+    async def register(self, prefix: str = "bench") -> BenchUser:
+        """Register a fresh user through the dummy-auth flow (setup, not timed)."""
+        username = f"{prefix}_{self.run_id}_{secrets.token_hex(4)}"
+        body: dict[str, Any] = {"username": username, "password": "bench-password-1"}
+        first = await self.raw("POST", "register", json=body)
+        if first.status_code != 401:
+            raise BenchError(f"register: expected 401, got {first.status_code}: {first.text}")
+        body["auth"] = {"type": "m.login.dummy", "session": first.json()["session"]}
+        data = await self.call("POST", "register", json=body)
+        return BenchUser(data["user_id"], data["access_token"], data["device_id"])
+
+    async def register_many(self, count: int, prefix: str = "bench") -> list[BenchUser]:
+        semaphore = asyncio.Semaphore(16)
+
+        async def one() -> BenchUser:
+            async with semaphore:
+                return await self.register(prefix)
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+    async def login(self, user: BenchUser, password: str = "bench-password-1") -> BenchUser:
+        """Another device of the same user (setup, not timed)."""
+        data = await self.call(
+            "POST",
+            "login",
+            json={
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": user.user_id},
+                "password": password,
+            },
+        )
+        return BenchUser(data["user_id"], data["access_token"], data["device_id"])
+
+
+def percentiles(latencies_s: Sequence[float], prefix: str = "") -> dict[str, float]:
+    """p50/p90/p99/max of request latencies, in milliseconds."""
+    if not latencies_s:
+        return {}
+    ordered = sorted(latencies_s)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return {
+        f"{prefix}p50_ms": round(statistics.median(ordered) * 1000, 2),
+        f"{prefix}p90_ms": round(at(0.90), 2),
+        f"{prefix}p99_ms": round(at(0.99), 2),
+        f"{prefix}max_ms": round(ordered[-1] * 1000, 2),
+    }
+
+
+class Stopwatch:
+    """`with Stopwatch() as sw: ...` then `sw.seconds`."""
+
+    def __enter__(self) -> Stopwatch:
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+async def timed(awaitable: Awaitable[Any], latencies: list[float]) -> Any:
+    """Await one request, appending its latency (seconds) to `latencies`."""
+    start = time.perf_counter()
+    result = await awaitable
+    latencies.append(time.perf_counter() - start)
+    return result
+
+
+@dataclass
+class BenchContext:
+    client: BenchClient
+    quick: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def scale(self, full: int, quick: int) -> int:
+        """The workload size: `full` normally, `quick` in --quick mode."""
+        return quick if self.quick else full
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    run: Callable[[BenchContext], Awaitable[dict[str, Any]]]

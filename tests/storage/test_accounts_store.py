@@ -1,0 +1,50 @@
+import asyncio
+
+from mxkeys.ids import hash_token
+from mxkeys.storage.accounts import AccountStore, NewLogin
+from mxkeys.storage.database import Database
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_create_user_once(db: Database) -> None:
+    store = AccountStore(db)
+    assert run(store.create_user("@a:x", "hash", False, 1)) is True
+    assert run(store.create_user("@a:x", "other", True, 2)) is False
+    assert run(store.get_password_hash("@a:x")) == (True, "hash")
+    assert run(store.get_password_hash("@b:x")) == (False, None)
+
+
+def test_login_token_and_device_cascade(db: Database) -> None:
+    store = AccountStore(db)
+    login = NewLogin("DEV1", "phone", hash_token("t1"))
+    run(store.create_user("@a:x", None, False, 1, login))
+    run(store.add_login("@a:x", NewLogin("DEV1", "ignored", hash_token("t2")), 5))
+    owner = run(store.get_token_owner(hash_token("t2")))
+    assert owner is not None and (owner.user_id, owner.device_id) == ("@a:x", "DEV1")
+    devices = run(store.list_devices("@a:x"))
+    assert [(d.device_id, d.display_name) for d in devices] == [("DEV1", "phone")]
+    assert run(store.delete_devices("@a:x", ["DEV1", "NOPE"])) == ["DEV1"]
+    assert run(store.get_token_owner(hash_token("t1"))) is None
+    assert run(store.get_token_owner(hash_token("t2"))) is None
+
+
+def test_delete_all_devices_only_for_that_user(db: Database) -> None:
+    store = AccountStore(db)
+    run(store.create_user("@a:x", None, False, 1, NewLogin("A1", None, hash_token("a1"))))
+    run(store.create_user("@b:x", None, False, 1, NewLogin("B1", None, hash_token("b1"))))
+    run(store.add_login("@a:x", NewLogin("A2", None, hash_token("a2")), 2))
+    assert run(store.delete_devices("@a:x", None)) == ["A1", "A2"]
+    assert run(store.get_token_owner(hash_token("b1"))) is not None
+
+
+def test_record_token_use(db: Database) -> None:
+    store = AccountStore(db)
+    run(store.create_user("@a:x", None, False, 1, NewLogin("A1", None, hash_token("a1"))))
+    run(store.record_token_use(hash_token("a1"), "@a:x", "A1", 99, "127.0.0.1", "ua"))
+    device = run(store.get_device("@a:x", "A1"))
+    assert device is not None and device.last_seen_ts == 99 and device.last_seen_ip == "127.0.0.1"
+    owner = run(store.get_token_owner(hash_token("a1")))
+    assert owner is not None and owner.last_seen_ts == 99
