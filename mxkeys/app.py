@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -54,7 +55,8 @@ def create_app(config: Config, homeserver: HomeServer | None = None) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        hs.migrate()
+        hs.start()
+        hs.notifier.bind_loop(asyncio.get_running_loop())
         logger.info("mxkeys serving %s on %s", config.server_name, config.listen)
         try:
             yield

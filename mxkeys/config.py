@@ -51,6 +51,14 @@ class Config:
     password_memory_cost_kib: int = _setting(65536, "argon2id memory cost (KiB)")
     password_parallelism: int = _setting(4, "argon2id parallelism")
     database_pool_size: int = _setting(8, "database connections (and storage threads)")
+    max_unclaimed_one_time_keys: int = _setting(
+        1000,
+        "most unclaimed one-time keys a device may hold per algorithm (uploads beyond: 400)",
+    )
+    keys_claim_per_minute: int = _setting(
+        600, "sustained /keys/claim requests allowed per user and minute (then 429)"
+    )
+    keys_claim_burst: int = _setting(60, "/keys/claim requests a user may send at once")
 
     @property
     def base_url(self) -> str:

@@ -5,10 +5,22 @@ from __future__ import annotations
 import logging
 
 from mxkeys.config import Config
+from mxkeys.services.account_data import AccountDataService
 from mxkeys.services.auth import AuthService
+from mxkeys.services.cross_signing import CrossSigningService
 from mxkeys.services.devices import DeviceService
+from mxkeys.services.filtering import FilterService
+from mxkeys.services.keys import KeyService
+from mxkeys.services.notifier import Notifier
 from mxkeys.services.passwords import PasswordHasher
+from mxkeys.services.profile import ProfileService
+from mxkeys.services.pushrules import PushRulesService
+from mxkeys.services.ratelimit import RateLimiter
 from mxkeys.services.registration import RegistrationService
+from mxkeys.services.room_keys import RoomKeyService
+from mxkeys.services.rooms import RoomService
+from mxkeys.services.signing import load_signing_key
+from mxkeys.services.sync import SyncService
 from mxkeys.services.uia import UiaService
 from mxkeys.storage import Storage
 from mxkeys.storage.database import Database
@@ -22,6 +34,7 @@ class HomeServer:
         self.config = config
         self.db = Database(config.database_url, config.database_pool_size)
         self.storage = Storage(self.db)
+        self.notifier = Notifier()
         self.passwords = PasswordHasher(
             config.password_time_cost,
             config.password_memory_cost_kib,
@@ -35,9 +48,32 @@ class HomeServer:
             self.storage.accounts, self.passwords, config.server_name
         )
         self.devices = DeviceService(self.storage.accounts)
+        self.keys = KeyService(
+            self.storage.device_keys,
+            config.server_name,
+            config.max_unclaimed_one_time_keys,
+            RateLimiter(config.keys_claim_per_minute / 60, config.keys_claim_burst),
+        )
+        self.cross_signing = CrossSigningService(self.storage.device_keys, self.uia)
+        self.room_keys = RoomKeyService(self.storage.room_keys)
+        self.rooms = RoomService(
+            self.storage.rooms, self.storage.accounts, self.notifier, config.server_name
+        )
+        self.sync = SyncService(self.rooms, self.notifier)
+        self.account_data = AccountDataService(self.storage.account_data, self.notifier)
+        self.filters = FilterService(self.storage.filters)
+        self.profile = ProfileService(self.storage.profiles, config.server_name)
+        self.registration.on_registered.append(self.profile.on_registered)
+        self.push_rules = PushRulesService(self.storage.push_rules, self.notifier)
+        self.account_data.push_rules_source = self.push_rules.rules_for
 
     def migrate(self) -> None:
         upgrade(self.db.engine)
+
+    def start(self) -> None:
+        """Migrate, then load what needs the database (the server's signing key)."""
+        self.migrate()
+        self.rooms.signing_key = load_signing_key(self.storage.server_keys)
 
     def close(self) -> None:
         self.db.close()

@@ -172,6 +172,6 @@ def db(backend: str, new_database_url) -> Iterator[Database]:
 def homeserver(backend: str, new_database_url) -> Iterator[HomeServer]:
     """A homeserver object (no HTTP) on a fresh database, for service-level tests."""
     hs = HomeServer(test_config(new_database_url(backend)))
-    hs.migrate()
+    hs.start()
     yield hs
     hs.close()

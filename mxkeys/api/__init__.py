@@ -8,11 +8,41 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from mxkeys.api import account, devices, login, register, versions
+from mxkeys.api import (
+    account,
+    account_data,
+    cross_signing,
+    devices,
+    filters,
+    keys,
+    login,
+    profile,
+    pushrules,
+    register,
+    room_keys,
+    rooms,
+    sync,
+    versions,
+)
 
 CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
-CLIENT_MODULES = [account, devices, login, register, versions]
+CLIENT_MODULES = [
+    account,
+    account_data,
+    cross_signing,
+    devices,
+    filters,
+    keys,
+    login,
+    profile,
+    pushrules,
+    register,
+    room_keys,
+    rooms,
+    sync,
+    versions,
+]
 
 
 def build_routes() -> list[BaseRoute]:

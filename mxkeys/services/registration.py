@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from mxkeys.errors import MatrixError
@@ -33,6 +34,8 @@ class RegistrationService:
         self.accounts = accounts
         self.passwords = passwords
         self.server_name = server_name
+        # Awaited with the new user's ID after it is created (e.g. its default profile).
+        self.on_registered: list[Callable[[str], Awaitable[None]]] = []
 
     def user_id_for(self, username: str) -> str:
         """Validate a requested username (a localpart) and return the user ID."""
@@ -86,4 +89,6 @@ class RegistrationService:
         )
         if not created:
             raise MatrixError(400, "M_USER_IN_USE", "User ID already taken")
+        for hook in self.on_registered:
+            await hook(user_id)
         return Registered(user_id, new_login.device_id if new_login else None, token)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mxkeys.storage.database import Database, dialect_insert
+from mxkeys.storage.device_keys import devices_removed, record_device_list_changes
 from mxkeys.storage.schema import access_tokens, devices, users
 
 
@@ -118,7 +119,7 @@ class AccountStore:
     def _login_txn(self, conn: Connection, user_id: str, login: NewLogin, now_ms: int) -> None:
         # An existing device keeps its display name (the spec ignores
         # initial_device_display_name for a known device).
-        conn.execute(
+        created = conn.execute(
             dialect_insert(self.db.dialect, devices)
             .values(
                 user_id=user_id,
@@ -128,7 +129,10 @@ class AccountStore:
                 last_seen_ts=now_ms,
             )
             .on_conflict_do_nothing(index_elements=["user_id", "device_id"])
-        )
+            .returning(devices.c.device_id)
+        ).first()
+        if created is not None:  # a new device: a device-list change
+            record_device_list_changes(conn, user_id, [login.device_id])
         conn.execute(
             access_tokens.insert().values(
                 token_hash=login.token_hash,
@@ -220,7 +224,10 @@ class AccountStore:
                 .where(devices.c.user_id == user_id, devices.c.device_id == device_id)
                 .values(display_name=display_name)
             )
-            return result.rowcount == 1
+            if result.rowcount != 1:
+                return False
+            record_device_list_changes(conn, user_id, [device_id])  # shown in /keys/query
+            return True
 
         return await self.db.write(txn)
 
@@ -233,6 +240,8 @@ class AccountStore:
             if device_ids is not None:
                 condition = sa.and_(condition, devices.c.device_id.in_(list(device_ids)))
             deleted = conn.execute(devices.delete().where(condition).returning(devices.c.device_id))
-            return sorted(row.device_id for row in deleted)
+            removed = sorted(row.device_id for row in deleted)
+            devices_removed(conn, user_id, removed)  # device-list stream, signatures
+            return removed
 
         return await self.db.write(txn)

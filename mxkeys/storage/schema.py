@@ -67,3 +67,218 @@ uia_sessions = sa.Table(
     sa.Column("created_ts", sa.BigInteger, nullable=False),
     sa.Index("uia_sessions_created", "created_ts"),
 )
+
+# -- Server-side key backups (key_backup.yaml) ------------------------------------------------
+# A user's backup versions are integers allocated from 1 and never reused: a deleted version
+# keeps its row (deleted = true, its keys gone) so deleting it again succeeds. The current
+# version is the newest one not deleted. `etag` counts the changes to the version's keys and
+# `key_count` is the exact number of its rows in `room_keys`; both change in the transaction
+# that changes the keys.
+room_key_versions = sa.Table(
+    "room_key_versions",
+    metadata,
+    sa.Column(
+        "user_id",
+        sa.Text,
+        sa.ForeignKey("users.user_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("algorithm", sa.Text, nullable=False),
+    # JSON object text, as validated and re-encoded on upload.
+    sa.Column("auth_data", sa.Text, nullable=False),
+    sa.Column("etag", sa.BigInteger, nullable=False),
+    sa.Column("key_count", sa.BigInteger, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+room_keys = sa.Table(
+    "room_keys",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("room_id", sa.Text, primary_key=True),
+    sa.Column("session_id", sa.Text, primary_key=True),
+    sa.Column("first_message_index", sa.BigInteger, nullable=False),
+    sa.Column("forwarded_count", sa.BigInteger, nullable=False),
+    sa.Column("is_verified", sa.Boolean, nullable=False),
+    # The session_data JSON object as text, streamed back verbatim on download.
+    sa.Column("session_data", sa.Text, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["user_id", "version"],
+        ["room_key_versions.user_id", "room_key_versions.version"],
+        ondelete="CASCADE",
+    ),
+)
+
+# -- Device keys, one-time/fallback keys, cross-signing (keys.yaml, cross_signing.yaml) -------
+# Key objects are stored as JSON object text (sorted keys, compact), as uploaded.
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid); BIGINT elsewhere.
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+device_keys = sa.Table(
+    "device_keys",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("device_id", sa.Text, primary_key=True),
+    # The uploaded `device_keys` object without `unsigned` (the server adds that on query).
+    sa.Column("key_json", sa.Text, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["user_id", "device_id"],
+        ["devices.user_id", "devices.device_id"],
+        ondelete="CASCADE",
+    ),
+)
+
+# Unclaimed one-time keys; a claim deletes the row. `id` orders them by upload.
+one_time_keys = sa.Table(
+    "one_time_keys",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("device_id", sa.Text, nullable=False),
+    sa.Column("algorithm", sa.Text, nullable=False),
+    sa.Column("key_id", sa.Text, nullable=False),
+    sa.Column("key_json", sa.Text, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["user_id", "device_id"],
+        ["devices.user_id", "devices.device_id"],
+        ondelete="CASCADE",
+    ),
+    sa.UniqueConstraint("user_id", "device_id", "algorithm", "key_id", name="one_time_keys_key"),
+    sa.Index("one_time_keys_claim", "user_id", "device_id", "algorithm", "id"),
+)
+
+# At most one fallback key per device and algorithm; `used` once handed out by a claim.
+fallback_keys = sa.Table(
+    "fallback_keys",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("device_id", sa.Text, primary_key=True),
+    sa.Column("algorithm", sa.Text, primary_key=True),
+    sa.Column("key_id", sa.Text, nullable=False),
+    sa.Column("key_json", sa.Text, nullable=False),
+    sa.Column("used", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.ForeignKeyConstraint(
+        ["user_id", "device_id"],
+        ["devices.user_id", "devices.device_id"],
+        ondelete="CASCADE",
+    ),
+)
+
+# The current cross-signing keys: usage is master, self_signing or user_signing; key_id is
+# the unpadded-base64 public key (the part after "ed25519:").
+cross_signing_keys = sa.Table(
+    "cross_signing_keys",
+    metadata,
+    sa.Column(
+        "user_id",
+        sa.Text,
+        sa.ForeignKey("users.user_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("usage", sa.Text, primary_key=True),
+    sa.Column("key_id", sa.Text, nullable=False),
+    sa.Column("key_json", sa.Text, nullable=False),
+)
+
+# Signatures uploaded through /keys/signatures/upload, merged into /keys/query answers.
+# The target is a device (target_key_id = device ID) or a master key (its public key).
+cross_signing_signatures = sa.Table(
+    "cross_signing_signatures",
+    metadata,
+    sa.Column(
+        "target_user_id",
+        sa.Text,
+        sa.ForeignKey("users.user_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("target_key_id", sa.Text, primary_key=True),
+    sa.Column("signer_user_id", sa.Text, primary_key=True),
+    sa.Column("signing_key_id", sa.Text, primary_key=True),
+    sa.Column("signature", sa.Text, nullable=False),
+)
+
+# One ordered stream of device-list changes (device keys, devices, cross-signing keys), for
+# /sync `device_lists` and /keys/changes. device_id is NULL for a cross-signing change.
+device_list_changes = sa.Table(
+    "device_list_changes",
+    metadata,
+    sa.Column("stream_id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("device_id", sa.Text, nullable=True),
+    sa.Index("device_list_changes_user", "user_id", "stream_id"),
+    sqlite_autoincrement=True,
+)
+
+# -- Account data, filters, profiles, push rules (account-data.yaml, filter.yaml, ...) -------
+# One row per (user, room, type); room_id is '' for global account data. `stream_id` is the
+# row's position on the account data stream: a write takes the next position from the
+# one-row `account_data_stream` counter in its own transaction (the counter's row lock
+# orders concurrent writers, so positions commit in order) and an upsert moves the row.
+account_data = sa.Table(
+    "account_data",
+    metadata,
+    sa.Column(
+        "user_id",
+        sa.Text,
+        sa.ForeignKey("users.user_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("room_id", sa.Text, primary_key=True),
+    sa.Column("type", sa.Text, primary_key=True),
+    # The content JSON object as text.
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("stream_id", sa.BigInteger, nullable=False),
+    sa.Index("account_data_user_stream", "user_id", "stream_id"),
+)
+
+account_data_stream = sa.Table(
+    "account_data_stream",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+)
+
+# Filter IDs are small integers allocated per user from 0, as in Synapse.
+filters = sa.Table(
+    "filters",
+    metadata,
+    sa.Column(
+        "user_id",
+        sa.Text,
+        sa.ForeignKey("users.user_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("filter_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("filter_json", sa.Text, nullable=False),
+)
+
+# One row per profile field; `value` is the field's JSON value as text.
+profiles = sa.Table(
+    "profiles",
+    metadata,
+    sa.Column(
+        "user_id",
+        sa.Text,
+        sa.ForeignKey("users.user_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("field", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+# A user's own push rules and their changes to server-default rules, as one JSON document
+# (see services/pushrules.py); the full rule set derived from it is also written to the
+# account data stream as `m.push_rules` on every change.
+push_rules = sa.Table(
+    "push_rules",
+    metadata,
+    sa.Column(
+        "user_id",
+        sa.Text,
+        sa.ForeignKey("users.user_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("rules", sa.Text, nullable=False),
+)

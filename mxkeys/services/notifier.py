@@ -1,0 +1,63 @@
+"""Wakes long-polling `/sync` requests when something new exists for a user.
+
+Each user has a change counter. A sync reads the counter *before* it looks for news in the
+database, then waits for the counter to move; a write bumps the counters of everyone it
+concerns *after* its transaction commits. So a change that commits after the sync looked is
+always seen by the wait: no lost wake-ups. Another process's writes arrive through
+`notify_users` too (PostgreSQL LISTEN/NOTIFY feeds it; see `storage.notifications`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._counters: dict[str, int] = {}
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Set when another process must hear about local changes (PostgreSQL NOTIFY).
+        self.publish: Callable[[list[str]], None] | None = None
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def counter(self, user_id: str) -> int:
+        return self._counters.get(user_id, 0)
+
+    def notify_users(self, user_ids: Iterable[str], publish: bool = True) -> None:
+        """Wake every sync of these users (call after the change has committed)."""
+        users = list(dict.fromkeys(user_ids))
+        for user_id in users:
+            self._counters[user_id] = self._counters.get(user_id, 0) + 1
+            for event in self._waiters.get(user_id, ()):
+                event.set()
+        if publish and users and self.publish is not None:
+            self.publish(users)
+
+    def notify_users_threadsafe(self, user_ids: list[str]) -> None:
+        """`notify_users` from another thread (the LISTEN thread), without re-publishing."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.notify_users, user_ids, False)
+
+    async def wait(self, user_id: str, seen: int, timeout_s: float) -> bool:
+        """Wait until the user's counter moves past `seen`; False on timeout."""
+        if self.counter(user_id) != seen:
+            return True
+        event = asyncio.Event()
+        waiters = self._waiters.setdefault(user_id, set())
+        waiters.add(event)
+        try:
+            if self.counter(user_id) != seen:
+                return True
+            try:
+                await asyncio.wait_for(event.wait(), timeout_s)
+            except TimeoutError:
+                return False
+            return True
+        finally:
+            waiters.discard(event)
+            if not waiters:
+                self._waiters.pop(user_id, None)

@@ -1,0 +1,670 @@
+"""Device keys, one-time and fallback keys, cross-signing keys and signatures, and the
+device-list change stream.
+
+Every method is one transaction with a fixed number of set-based statements, whatever the
+number of users, devices or keys in the request.
+
+The device-list stream (`device_list_changes`) gets a row for every change of a user's
+devices, device keys or cross-signing keys. Positions must become visible in order (a reader
+that has seen position N must never later find a new row below N), so writers take a
+transaction-scoped lock before allocating positions on PostgreSQL; SQLite writers are
+serialized anyway. Only transactions that change the device list take that lock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mxkeys.storage.database import Database, dialect_insert
+from mxkeys.storage.schema import (
+    cross_signing_keys,
+    cross_signing_signatures,
+    device_keys,
+    device_list_changes,
+    devices,
+    fallback_keys,
+    one_time_keys,
+    users,
+)
+
+# pg_advisory_xact_lock key serializing device-list stream writers ("dlst").
+_DEVICE_LIST_LOCK = 0x646C7374
+
+MASTER = "master"
+SELF_SIGNING = "self_signing"
+USER_SIGNING = "user_signing"
+
+
+# -- values -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """A one-time or fallback key to store: `<algorithm>:<key_id>` and its JSON."""
+
+    algorithm: str
+    key_id: str
+    key_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedKey:
+    user_id: str
+    device_id: str
+    algorithm: str
+    key_id: str
+    key_json: str
+    fallback: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CrossSigningKey:
+    user_id: str
+    usage: str
+    key_id: str  # the unpadded-base64 public key
+    key_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    target_user_id: str
+    target_key_id: str  # a device ID or a master key's public key
+    signer_user_id: str
+    signing_key_id: str  # e.g. "ed25519:<public key or device ID>"
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueriedDevice:
+    user_id: str
+    device_id: str
+    display_name: str | None
+    key_json: str
+
+
+@dataclass(slots=True)
+class KeyQueryResult:
+    existing_users: list[str] = field(default_factory=list)
+    devices: list[QueriedDevice] = field(default_factory=list)
+    cross_signing_keys: list[CrossSigningKey] = field(default_factory=list)
+    # Only those the requester may see (see `query_keys`).
+    signatures: list[Signature] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SigningContext:
+    """What verifying a /keys/signatures/upload request needs, read in one transaction."""
+
+    # The requester's cross-signing keys by usage.
+    own_keys: dict[str, CrossSigningKey]
+    # The requester's device keys (JSON) by device ID, for the devices named in the request.
+    own_devices: dict[str, str]
+    # Master keys of the other users named in the request.
+    master_keys: dict[str, CrossSigningKey]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceListChange:
+    stream_id: int
+    user_id: str
+    device_id: str | None  # None: a change of the user's cross-signing keys
+
+
+class OneTimeKeyConflict(Exception):
+    """A one-time key ID already stored with different content (the upload is rolled back)."""
+
+    def __init__(self, key_name: str) -> None:
+        super().__init__(key_name)
+        self.key_name = key_name
+
+
+class OneTimeKeyLimit(Exception):
+    """An upload would leave more unclaimed one-time keys than allowed (rolled back)."""
+
+    def __init__(self, algorithm: str, count: int, limit: int) -> None:
+        super().__init__(algorithm)
+        self.algorithm = algorithm
+        self.count = count
+        self.limit = limit
+
+
+# -- the device-list stream, usable from other stores' transactions --------------------------
+
+
+def record_device_list_changes(
+    conn: Connection, user_id: str, device_ids: Sequence[str | None]
+) -> int:
+    """Append changes of `user_id` (one row per device; None for cross-signing keys) to the
+    device-list stream in the caller's transaction. Returns the last position written."""
+    if not device_ids:
+        return 0
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DEVICE_LIST_LOCK)))
+    rows = [{"user_id": user_id, "device_id": d} for d in dict.fromkeys(device_ids)]
+    if len(rows) == 1:
+        result = conn.execute(
+            device_list_changes.insert().values(rows[0]).returning(device_list_changes.c.stream_id)
+        )
+        return int(result.scalar_one())
+    result = conn.execute(
+        device_list_changes.insert().returning(device_list_changes.c.stream_id), rows
+    )
+    return max(int(r.stream_id) for r in result)
+
+
+def devices_removed(conn: Connection, user_id: str, device_ids: Sequence[str]) -> None:
+    """Call in the transaction that deletes devices: records the change on the stream and drops
+    the signatures made on those devices (their keys are gone with the device rows)."""
+    if not device_ids:
+        return
+    conn.execute(
+        cross_signing_signatures.delete().where(
+            cross_signing_signatures.c.target_user_id == user_id,
+            cross_signing_signatures.c.target_key_id.in_(list(device_ids)),
+        )
+    )
+    record_device_list_changes(conn, user_id, list(device_ids))
+
+
+# One statement claims the oldest one-time key of every requested device. SQLite writers are
+# serialized, so a plain DELETE ... RETURNING is enough; the request arrives as one JSON
+# parameter (no bound-variable limit however many devices).
+_CLAIM_SQLITE = sa.text(
+    """
+    DELETE FROM one_time_keys WHERE id IN (
+        SELECT (
+            SELECT o.id FROM one_time_keys AS o
+            WHERE o.user_id = json_extract(r.value, '$[0]')
+              AND o.device_id = json_extract(r.value, '$[1]')
+              AND o.algorithm = json_extract(r.value, '$[2]')
+            ORDER BY o.id LIMIT 1
+        )
+        FROM json_each(:wanted) AS r
+    )
+    RETURNING user_id, device_id, algorithm, key_id, key_json
+    """
+)
+
+# On PostgreSQL concurrent claims run in parallel: each locks the row it takes and skips rows
+# locked by another claim, so two claims never get the same key and a claim never comes back
+# empty-handed because another one was faster.
+_CLAIM_POSTGRES = sa.text(
+    """
+    DELETE FROM one_time_keys WHERE id IN (
+        SELECT k.id
+        FROM unnest(CAST(:users AS text[]), CAST(:devices AS text[]), CAST(:algorithms AS text[]))
+            AS r(user_id, device_id, algorithm)
+        CROSS JOIN LATERAL (
+            SELECT o.id FROM one_time_keys AS o
+            WHERE o.user_id = r.user_id AND o.device_id = r.device_id
+              AND o.algorithm = r.algorithm
+            ORDER BY o.id LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        ) AS k
+    )
+    RETURNING user_id, device_id, algorithm, key_id, key_json
+    """
+)
+
+
+class DeviceKeysStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- upload ---------------------------------------------------------------------------
+
+    async def upload_keys(
+        self,
+        user_id: str,
+        device_id: str,
+        device_keys_json: str | None,
+        new_one_time_keys: Sequence[NewKey],
+        new_fallback_keys: Sequence[NewKey],
+        max_one_time_keys: int,
+        same_key: Callable[[str, str], bool],
+    ) -> dict[str, int]:
+        """Store a device's keys atomically; return its unclaimed one-time key counts.
+
+        Re-uploading a stored one-time key is a no-op when `same_key(stored, new)` holds, else
+        `OneTimeKeyConflict`. More than `max_one_time_keys` unclaimed keys of an algorithm the
+        request adds to raises `OneTimeKeyLimit`. Either rolls everything back.
+        """
+
+        def txn(conn: Connection) -> dict[str, int]:
+            if device_keys_json is not None:
+                self._set_device_keys(conn, user_id, device_id, device_keys_json)
+            added: set[str] = set()
+            if new_one_time_keys:
+                added = self._add_one_time_keys(
+                    conn, user_id, device_id, new_one_time_keys, same_key
+                )
+            if new_fallback_keys:
+                self._set_fallback_keys(conn, user_id, device_id, new_fallback_keys)
+            counts = self._count_one_time_keys(conn, user_id, device_id)
+            for algorithm in added:
+                if counts.get(algorithm, 0) > max_one_time_keys:
+                    raise OneTimeKeyLimit(algorithm, counts[algorithm], max_one_time_keys)
+            return counts
+
+        return await self.db.write(txn)
+
+    def _set_device_keys(
+        self, conn: Connection, user_id: str, device_id: str, key_json: str
+    ) -> None:
+        stmt = dialect_insert(self.db.dialect, device_keys).values(
+            user_id=user_id, device_id=device_id, key_json=key_json
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["user_id", "device_id"],
+            set_={"key_json": stmt.excluded.key_json},
+            where=device_keys.c.key_json != stmt.excluded.key_json,
+        ).returning(device_keys.c.device_id)
+        if conn.execute(stmt).first() is None:
+            return  # identical to what is stored: nothing changed
+        # New keys: signatures made on the old ones no longer apply.
+        conn.execute(
+            cross_signing_signatures.delete().where(
+                cross_signing_signatures.c.target_user_id == user_id,
+                cross_signing_signatures.c.target_key_id == device_id,
+            )
+        )
+        record_device_list_changes(conn, user_id, [device_id])
+
+    def _add_one_time_keys(
+        self,
+        conn: Connection,
+        user_id: str,
+        device_id: str,
+        keys: Sequence[NewKey],
+        same_key: Callable[[str, str], bool],
+    ) -> set[str]:
+        """Insert the keys not stored yet; returns the algorithms that got new keys."""
+        stmt = (
+            dialect_insert(self.db.dialect, one_time_keys)
+            .on_conflict_do_nothing(index_elements=["user_id", "device_id", "algorithm", "key_id"])
+            .returning(one_time_keys.c.algorithm, one_time_keys.c.key_id)
+        )
+        rows = [
+            {
+                "user_id": user_id,
+                "device_id": device_id,
+                "algorithm": k.algorithm,
+                "key_id": k.key_id,
+                "key_json": k.key_json,
+            }
+            for k in keys
+        ]
+        inserted = {(r.algorithm, r.key_id) for r in conn.execute(stmt, rows)}
+        if len(inserted) == len(keys):
+            return {a for a, _ in inserted}
+        already = [k for k in keys if (k.algorithm, k.key_id) not in inserted]
+        query = sa.select(
+            one_time_keys.c.algorithm, one_time_keys.c.key_id, one_time_keys.c.key_json
+        ).where(
+            one_time_keys.c.user_id == user_id,
+            one_time_keys.c.device_id == device_id,
+            sa.tuple_(one_time_keys.c.algorithm, one_time_keys.c.key_id).in_(
+                [(k.algorithm, k.key_id) for k in already]
+            ),
+        )
+        stored = {(r.algorithm, r.key_id): r.key_json for r in conn.execute(query)}
+        for k in already:
+            old = stored.get((k.algorithm, k.key_id))
+            # (Absent: claimed by a concurrent request since the insert; nothing to compare.)
+            if old is not None and not same_key(old, k.key_json):
+                raise OneTimeKeyConflict(f"{k.algorithm}:{k.key_id}")
+        return {a for a, _ in inserted}
+
+    def _set_fallback_keys(
+        self, conn: Connection, user_id: str, device_id: str, keys: Sequence[NewKey]
+    ) -> None:
+        stmt = dialect_insert(self.db.dialect, fallback_keys)
+        # Re-uploading the current key keeps its `used` flag (as Synapse does); a new key
+        # replaces the old one and starts unused.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["user_id", "device_id", "algorithm"],
+            set_={
+                "key_id": stmt.excluded.key_id,
+                "key_json": stmt.excluded.key_json,
+                "used": sa.false(),
+            },
+            where=sa.or_(
+                fallback_keys.c.key_id != stmt.excluded.key_id,
+                fallback_keys.c.key_json != stmt.excluded.key_json,
+            ),
+        )
+        conn.execute(
+            stmt,
+            [
+                {
+                    "user_id": user_id,
+                    "device_id": device_id,
+                    "algorithm": k.algorithm,
+                    "key_id": k.key_id,
+                    "key_json": k.key_json,
+                    "used": False,
+                }
+                for k in keys
+            ],
+        )
+
+    @staticmethod
+    def _count_one_time_keys(conn: Connection, user_id: str, device_id: str) -> dict[str, int]:
+        query = (
+            sa.select(one_time_keys.c.algorithm, sa.func.count())
+            .where(one_time_keys.c.user_id == user_id, one_time_keys.c.device_id == device_id)
+            .group_by(one_time_keys.c.algorithm)
+        )
+        return {algorithm: int(n) for algorithm, n in conn.execute(query)}
+
+    async def count_one_time_keys(self, user_id: str, device_id: str) -> dict[str, int]:
+        return await self.db.read(lambda conn: self._count_one_time_keys(conn, user_id, device_id))
+
+    async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
+        """Algorithms whose fallback key has not been handed out yet (for /sync)."""
+
+        def txn(conn: Connection) -> list[str]:
+            query = (
+                sa.select(fallback_keys.c.algorithm)
+                .where(
+                    fallback_keys.c.user_id == user_id,
+                    fallback_keys.c.device_id == device_id,
+                    fallback_keys.c.used == sa.false(),
+                )
+                .order_by(fallback_keys.c.algorithm)
+            )
+            return list(conn.execute(query).scalars())
+
+        return await self.db.read(txn)
+
+    # -- query ----------------------------------------------------------------------------
+
+    async def query_keys(
+        self,
+        requester: str,
+        all_devices_of: Sequence[str],
+        some_devices: Sequence[tuple[str, str]],
+    ) -> KeyQueryResult:
+        """Device keys of every device of `all_devices_of` users plus the `(user, device)`
+        pairs, the cross-signing keys of all those users (the user-signing key only for the
+        requester), and the uploaded signatures on them that the requester may see: those
+        made by the key owner's own keys or devices, or by the requester. (Signatures made by
+        another user's user-signing key are private to that user.) Also which of the users
+        exist. Four statements."""
+        users_queried = list(dict.fromkeys([*all_devices_of, *(u for u, _ in some_devices)]))
+
+        def txn(conn: Connection) -> KeyQueryResult:
+            result = KeyQueryResult()
+            if not users_queried:
+                return result
+            query = sa.select(users.c.user_id).where(users.c.user_id.in_(users_queried))
+            result.existing_users = list(conn.execute(query).scalars())
+            conditions = []
+            if all_devices_of:
+                conditions.append(device_keys.c.user_id.in_(list(all_devices_of)))
+            if some_devices:
+                conditions.append(
+                    sa.tuple_(device_keys.c.user_id, device_keys.c.device_id).in_(
+                        list(some_devices)
+                    )
+                )
+            query = (
+                sa.select(
+                    device_keys.c.user_id,
+                    device_keys.c.device_id,
+                    devices.c.display_name,
+                    device_keys.c.key_json,
+                )
+                .join(
+                    devices,
+                    sa.and_(
+                        devices.c.user_id == device_keys.c.user_id,
+                        devices.c.device_id == device_keys.c.device_id,
+                    ),
+                )
+                .where(sa.or_(*conditions))
+            )
+            result.devices = [QueriedDevice(*row) for row in conn.execute(query)]
+            query = sa.select(
+                cross_signing_keys.c.user_id,
+                cross_signing_keys.c.usage,
+                cross_signing_keys.c.key_id,
+                cross_signing_keys.c.key_json,
+            ).where(
+                cross_signing_keys.c.user_id.in_(users_queried),
+                sa.or_(
+                    cross_signing_keys.c.usage != USER_SIGNING,
+                    cross_signing_keys.c.user_id == requester,
+                ),
+            )
+            result.cross_signing_keys = [CrossSigningKey(*row) for row in conn.execute(query)]
+            s = cross_signing_signatures.c
+            query = sa.select(
+                s.target_user_id, s.target_key_id, s.signer_user_id, s.signing_key_id, s.signature
+            ).where(
+                s.target_user_id.in_(users_queried),
+                sa.or_(s.signer_user_id == s.target_user_id, s.signer_user_id == requester),
+            )
+            result.signatures = [Signature(*row) for row in conn.execute(query)]
+            return result
+
+        return await self.db.read(txn)
+
+    # -- claim ----------------------------------------------------------------------------
+
+    async def claim_keys(self, wanted: Sequence[tuple[str, str, str]]) -> list[ClaimedKey]:
+        """One key per `(user, device, algorithm)`: the oldest unclaimed one-time key (deleted
+        as it is handed out) or else the fallback key (kept, marked used). Devices with
+        neither are left out. Two statements in one transaction, whatever the request size."""
+        wanted = list(dict.fromkeys(wanted))
+
+        def txn(conn: Connection) -> list[ClaimedKey]:
+            if not wanted:
+                return []
+            if self.db.dialect == "postgresql":
+                params: dict[str, object] = {
+                    "users": [w[0] for w in wanted],
+                    "devices": [w[1] for w in wanted],
+                    "algorithms": [w[2] for w in wanted],
+                }
+                rows = conn.execute(_CLAIM_POSTGRES, params)
+            else:
+                rows = conn.execute(_CLAIM_SQLITE, {"wanted": json.dumps(wanted)})
+            claimed = [ClaimedKey(*row, fallback=False) for row in rows]
+            got = {(c.user_id, c.device_id, c.algorithm) for c in claimed}
+            rest = [w for w in wanted if w not in got]
+            if rest:
+                f = fallback_keys.c
+                stmt = (
+                    fallback_keys.update()
+                    .where(sa.tuple_(f.user_id, f.device_id, f.algorithm).in_(rest))
+                    .values(used=True)
+                    .returning(f.user_id, f.device_id, f.algorithm, f.key_id, f.key_json)
+                )
+                claimed.extend(ClaimedKey(*row, fallback=True) for row in conn.execute(stmt))
+            return claimed
+
+        return await self.db.write(txn)
+
+    # -- cross-signing ----------------------------------------------------------------------
+
+    async def get_cross_signing_state(
+        self, user_id: str, public_keys: Collection[str]
+    ) -> tuple[dict[str, CrossSigningKey], set[str]]:
+        """The user's cross-signing keys by usage, and which of `public_keys` are also IDs of
+        the user's devices."""
+
+        def txn(conn: Connection) -> tuple[dict[str, CrossSigningKey], set[str]]:
+            query = sa.select(
+                cross_signing_keys.c.user_id,
+                cross_signing_keys.c.usage,
+                cross_signing_keys.c.key_id,
+                cross_signing_keys.c.key_json,
+            ).where(cross_signing_keys.c.user_id == user_id)
+            keys = {row.usage: CrossSigningKey(*row) for row in conn.execute(query)}
+            clashes: set[str] = set()
+            if public_keys:
+                query = sa.select(devices.c.device_id).where(
+                    devices.c.user_id == user_id, devices.c.device_id.in_(list(public_keys))
+                )
+                clashes = set(conn.execute(query).scalars())
+            return keys, clashes
+
+        return await self.db.read(txn)
+
+    async def set_cross_signing_keys(
+        self, user_id: str, keys: Sequence[CrossSigningKey], expected_master_json: str | None
+    ) -> bool:
+        """Store (replace) cross-signing keys, only if the user's master key is still
+        `expected_master_json` (None: no master key). False, writing nothing, otherwise:
+        the caller decided on authentication against a state that has since changed."""
+
+        def txn(conn: Connection) -> bool:
+            lock = sa.select(users.c.user_id).where(users.c.user_id == user_id)
+            if self.db.dialect == "postgresql":
+                lock = lock.with_for_update()  # serialize uploads of one user
+            conn.execute(lock)
+            query = sa.select(cross_signing_keys.c.key_id, cross_signing_keys.c.key_json).where(
+                cross_signing_keys.c.user_id == user_id, cross_signing_keys.c.usage == MASTER
+            )
+            current = conn.execute(query).first()
+            if (current.key_json if current else None) != expected_master_json:
+                return False
+            if not keys:
+                return True
+            stmt = dialect_insert(self.db.dialect, cross_signing_keys)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["user_id", "usage"],
+                set_={"key_id": stmt.excluded.key_id, "key_json": stmt.excluded.key_json},
+            )
+            conn.execute(
+                stmt,
+                [
+                    {
+                        "user_id": user_id,
+                        "usage": k.usage,
+                        "key_id": k.key_id,
+                        "key_json": k.key_json,
+                    }
+                    for k in keys
+                ],
+            )
+            new_master = next((k for k in keys if k.usage == MASTER), None)
+            if (
+                current is not None
+                and new_master is not None
+                and new_master.key_id != current.key_id
+            ):
+                # Signatures on the replaced master key are of no further use.
+                conn.execute(
+                    cross_signing_signatures.delete().where(
+                        cross_signing_signatures.c.target_user_id == user_id,
+                        cross_signing_signatures.c.target_key_id == current.key_id,
+                    )
+                )
+            record_device_list_changes(conn, user_id, [None])
+            return True
+
+        return await self.db.write(txn)
+
+    async def get_signing_context(
+        self, user_id: str, own_device_ids: Collection[str], other_user_ids: Collection[str]
+    ) -> SigningContext:
+        def txn(conn: Connection) -> SigningContext:
+            c = cross_signing_keys.c
+            query = sa.select(c.user_id, c.usage, c.key_id, c.key_json).where(
+                sa.or_(
+                    c.user_id == user_id,
+                    sa.and_(c.user_id.in_(list(other_user_ids)), c.usage == MASTER),
+                )
+            )
+            own: dict[str, CrossSigningKey] = {}
+            masters: dict[str, CrossSigningKey] = {}
+            for row in conn.execute(query):
+                key = CrossSigningKey(*row)
+                if key.user_id == user_id:
+                    own[key.usage] = key
+                else:
+                    masters[key.user_id] = key
+            own_devices: dict[str, str] = {}
+            if own_device_ids:
+                query = sa.select(device_keys.c.device_id, device_keys.c.key_json).where(
+                    device_keys.c.user_id == user_id,
+                    device_keys.c.device_id.in_(list(own_device_ids)),
+                )
+                own_devices = {row.device_id: row.key_json for row in conn.execute(query)}
+            return SigningContext(own, own_devices, masters)
+
+        return await self.db.read(txn)
+
+    async def store_signatures(
+        self, signatures: Sequence[Signature], changed_user_ids: Sequence[str]
+    ) -> None:
+        """Store (replace) signatures; record a device-list change for `changed_user_ids`."""
+
+        def txn(conn: Connection) -> None:
+            if signatures:
+                stmt = dialect_insert(self.db.dialect, cross_signing_signatures)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[
+                        "target_user_id",
+                        "target_key_id",
+                        "signer_user_id",
+                        "signing_key_id",
+                    ],
+                    set_={"signature": stmt.excluded.signature},
+                )
+                conn.execute(
+                    stmt,
+                    [
+                        {
+                            "target_user_id": s.target_user_id,
+                            "target_key_id": s.target_key_id,
+                            "signer_user_id": s.signer_user_id,
+                            "signing_key_id": s.signing_key_id,
+                            "signature": s.signature,
+                        }
+                        for s in signatures
+                    ],
+                )
+            for user_id in dict.fromkeys(changed_user_ids):
+                record_device_list_changes(conn, user_id, [None])
+
+        await self.db.write(txn)
+
+    # -- device-list stream -------------------------------------------------------------------
+
+    async def current_device_list_position(self) -> int:
+        """The newest position on the device-list stream (0 when empty)."""
+
+        def txn(conn: Connection) -> int:
+            query = sa.select(sa.func.max(device_list_changes.c.stream_id))
+            return int(conn.execute(query).scalar() or 0)
+
+        return await self.db.read(txn)
+
+    async def get_device_list_changes(
+        self, from_pos: int, to_pos: int, user_ids: Collection[str] | None = None
+    ) -> list[DeviceListChange]:
+        """Changes with `from_pos < position <= to_pos`, oldest first, of `user_ids` (all
+        users when None)."""
+
+        def txn(conn: Connection) -> list[DeviceListChange]:
+            c = device_list_changes.c
+            query = (
+                sa.select(c.stream_id, c.user_id, c.device_id)
+                .where(c.stream_id > from_pos, c.stream_id <= to_pos)
+                .order_by(c.stream_id)
+            )
+            if user_ids is not None:
+                if not user_ids:
+                    return []
+                query = query.where(c.user_id.in_(list(user_ids)))
+            return [DeviceListChange(int(r[0]), r[1], r[2]) for r in conn.execute(query)]
+
+        return await self.db.read(txn)

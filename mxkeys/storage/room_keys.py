@@ -1,0 +1,506 @@
+"""Server-side key backups: backup versions and the room keys stored in them.
+
+Every write to a user's backups runs in one transaction that first serializes with the
+user's other backup writes: SQLite write transactions already are (BEGIN IMMEDIATE), on
+PostgreSQL the transaction locks the user's `users` row (`FOR NO KEY UPDATE`, which does not
+block foreign-key checks against it). The current version is looked up *inside* that
+transaction, so a key is only ever stored in the version that is current when it commits,
+and `key_count`/`etag` are updated from what the transaction itself changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, CursorResult
+
+from mxkeys.storage.database import Database
+from mxkeys.storage.schema import room_key_versions, room_keys, users
+
+# Pairs per `(room_id, session_id) IN (...)` lookup: two bind parameters each, far below
+# SQLite's limit of 32766 variables.
+LOOKUP_CHUNK = 500
+# Rows per batch when streaming a backup out.
+STREAM_BATCH = 2000
+
+
+class KeyMetadata(Protocol):
+    """What the merge rule compares (a stored row or an uploaded key)."""
+
+    @property
+    def first_message_index(self) -> int: ...
+    @property
+    def forwarded_count(self) -> int: ...
+    @property
+    def is_verified(self) -> bool: ...
+
+
+# (stored, uploaded) -> whether the uploaded key replaces the stored one.
+ShouldReplace = Callable[[KeyMetadata, KeyMetadata], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class BackupVersion:
+    version: int
+    algorithm: str
+    auth_data: str  # JSON object text
+    etag: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewRoomKey:
+    room_id: str
+    session_id: str
+    first_message_index: int
+    forwarded_count: int
+    is_verified: bool
+    session_data: str  # JSON object text
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRoomKey:
+    room_id: str
+    session_id: str
+    first_message_index: int
+    forwarded_count: int
+    is_verified: bool
+    session_data: str  # JSON object text
+
+
+@dataclass(frozen=True, slots=True)
+class KeysWrite:
+    """The outcome of a write to a backup's keys.
+
+    `ok`: written; `etag` and `count` describe the version afterwards. `no_backup`: the user
+    has no current backup. `not_found`: the version does not exist (or was deleted).
+    `wrong_version`: it exists but is not the current one (`current_version`).
+    """
+
+    status: Literal["ok", "no_backup", "not_found", "wrong_version"]
+    etag: int = 0
+    count: int = 0
+    current_version: int | None = None
+    inserted: int = 0
+    replaced: int = 0
+
+
+# A row streamed out: (room_id, session_id, first_message_index, forwarded_count,
+# is_verified, session_data).
+KeyRow = tuple[str, str, int, int, bool, str]
+
+_KEY_COLUMNS = (
+    room_keys.c.room_id,
+    room_keys.c.session_id,
+    room_keys.c.first_message_index,
+    room_keys.c.forwarded_count,
+    room_keys.c.is_verified,
+    room_keys.c.session_data,
+)
+
+_UPDATE_KEY = (
+    room_keys.update()
+    .where(
+        room_keys.c.user_id == sa.bindparam("b_user_id"),
+        room_keys.c.version == sa.bindparam("b_version"),
+        room_keys.c.room_id == sa.bindparam("b_room_id"),
+        room_keys.c.session_id == sa.bindparam("b_session_id"),
+    )
+    .values(
+        first_message_index=sa.bindparam("b_fmi"),
+        forwarded_count=sa.bindparam("b_fc"),
+        is_verified=sa.bindparam("b_verified"),
+        session_data=sa.bindparam("b_data"),
+    )
+)
+
+
+class RoomKeyStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- helpers run inside a transaction ------------------------------------------------
+
+    def _lock_user(self, conn: Connection, user_id: str) -> None:
+        """Serialize this transaction with the user's other backup writes (PostgreSQL;
+        SQLite write transactions are serialized already)."""
+        if self.db.dialect == "postgresql":
+            conn.execute(
+                sa.select(users.c.user_id)
+                .where(users.c.user_id == user_id)
+                .with_for_update(key_share=True)
+            )
+
+    @staticmethod
+    def _version_row(conn: Connection, user_id: str, version: int | None) -> sa.Row | None:
+        """The live (not deleted) version, or the current one when `version` is None."""
+        query = sa.select(room_key_versions).where(
+            room_key_versions.c.user_id == user_id,
+            room_key_versions.c.deleted == sa.false(),
+        )
+        if version is None:
+            query = query.order_by(room_key_versions.c.version.desc()).limit(1)
+        else:
+            query = query.where(room_key_versions.c.version == version)
+        return conn.execute(query).first()
+
+    @staticmethod
+    def _set_version_state(
+        conn: Connection, user_id: str, version: int, etag: int, count: int
+    ) -> None:
+        conn.execute(
+            room_key_versions.update()
+            .where(
+                room_key_versions.c.user_id == user_id,
+                room_key_versions.c.version == version,
+            )
+            .values(etag=etag, key_count=count)
+        )
+
+    @staticmethod
+    def _version(row: sa.Row) -> BackupVersion:
+        return BackupVersion(row.version, row.algorithm, row.auth_data, row.etag, row.key_count)
+
+    # -- versions ------------------------------------------------------------------------
+
+    async def create_version(self, user_id: str, algorithm: str, auth_data: str) -> int:
+        """A new version, which becomes the current one. Numbers are never reused: deleted
+        versions keep their row, and the next number is one past the highest ever used."""
+
+        def txn(conn: Connection) -> int:
+            self._lock_user(conn, user_id)
+            highest = conn.execute(
+                sa.select(sa.func.max(room_key_versions.c.version)).where(
+                    room_key_versions.c.user_id == user_id
+                )
+            ).scalar()
+            version = (highest or 0) + 1
+            conn.execute(
+                room_key_versions.insert().values(
+                    user_id=user_id,
+                    version=version,
+                    algorithm=algorithm,
+                    auth_data=auth_data,
+                    etag=0,
+                    key_count=0,
+                    deleted=False,
+                )
+            )
+            return version
+
+        return await self.db.write(txn)
+
+    async def get_version(self, user_id: str, version: int | None) -> BackupVersion | None:
+        """A live version, or the current one when `version` is None."""
+
+        def txn(conn: Connection) -> BackupVersion | None:
+            row = self._version_row(conn, user_id, version)
+            return None if row is None else self._version(row)
+
+        return await self.db.read(txn)
+
+    async def update_auth_data(
+        self, user_id: str, version: int, algorithm: str, auth_data: str
+    ) -> str | None:
+        """Replace a live version's auth_data if its algorithm is `algorithm`.
+
+        Returns the version's algorithm (unchanged data when it differs from `algorithm`), or
+        None when there is no such live version.
+        """
+
+        def txn(conn: Connection) -> str | None:
+            self._lock_user(conn, user_id)
+            row = self._version_row(conn, user_id, version)
+            if row is None:
+                return None
+            if row.algorithm == algorithm:
+                conn.execute(
+                    room_key_versions.update()
+                    .where(
+                        room_key_versions.c.user_id == user_id,
+                        room_key_versions.c.version == version,
+                    )
+                    .values(auth_data=auth_data)
+                )
+            return row.algorithm
+
+        return await self.db.write(txn)
+
+    async def delete_version(self, user_id: str, version: int) -> bool:
+        """Delete a version and all of its keys. True if the version exists or existed
+        (deleting a deleted version again succeeds); False if it never existed."""
+
+        def txn(conn: Connection) -> bool:
+            self._lock_user(conn, user_id)
+            row = conn.execute(
+                sa.select(room_key_versions.c.deleted).where(
+                    room_key_versions.c.user_id == user_id,
+                    room_key_versions.c.version == version,
+                )
+            ).first()
+            if row is None:
+                return False
+            if not row.deleted:
+                conn.execute(
+                    room_keys.delete().where(
+                        room_keys.c.user_id == user_id, room_keys.c.version == version
+                    )
+                )
+                conn.execute(
+                    room_key_versions.update()
+                    .where(
+                        room_key_versions.c.user_id == user_id,
+                        room_key_versions.c.version == version,
+                    )
+                    .values(
+                        deleted=True,
+                        key_count=0,
+                        etag=room_key_versions.c.etag + 1,
+                        auth_data="{}",
+                    )
+                )
+            return True
+
+        return await self.db.write(txn)
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def _existing(
+        self, conn: Connection, user_id: str, version: int, keys: Sequence[NewRoomKey]
+    ) -> dict[tuple[str, str], sa.Row]:
+        """The stored rows among the uploaded (room, session) pairs: one query per
+        LOOKUP_CHUNK pairs. The pairs are a VALUES list joined to the primary key, so each
+        is one index seek (SQLite would scan the whole version for `(a, b) IN (...)`)."""
+        found: dict[tuple[str, str], sa.Row] = {}
+        for start in range(0, len(keys), LOOKUP_CHUNK):
+            chunk = keys[start : start + LOOKUP_CHUNK]
+            pairs = (
+                sa.values(sa.column("r", sa.Text), sa.column("s", sa.Text), name="pairs")
+                .data([(k.room_id, k.session_id) for k in chunk])
+                .cte("pairs")
+            )
+            query = sa.select(
+                room_keys.c.room_id,
+                room_keys.c.session_id,
+                room_keys.c.first_message_index,
+                room_keys.c.forwarded_count,
+                room_keys.c.is_verified,
+            ).join_from(
+                pairs,
+                room_keys,
+                sa.and_(
+                    room_keys.c.user_id == user_id,
+                    room_keys.c.version == version,
+                    room_keys.c.room_id == pairs.c.r,
+                    room_keys.c.session_id == pairs.c.s,
+                ),
+            )
+            for row in conn.execute(query):
+                found[(row.room_id, row.session_id)] = row
+        return found
+
+    async def upload_keys(
+        self,
+        user_id: str,
+        version: int | None,
+        keys: Sequence[NewRoomKey],
+        should_replace: ShouldReplace,
+    ) -> KeysWrite:
+        """Merge keys into `version`, which must be the current version.
+
+        `version` None stands for a version ID that cannot exist. Keys for the same
+        (room, session) must not repeat within `keys`. One transaction: the version check,
+        one lookup of the stored rows, one batched insert, one batched update and the
+        version's new etag and count.
+        """
+
+        def txn(conn: Connection) -> KeysWrite:
+            self._lock_user(conn, user_id)
+            current = self._version_row(conn, user_id, None)
+            if current is None:
+                return KeysWrite("no_backup")
+            if version != current.version:
+                if version is not None and self._version_row(conn, user_id, version):
+                    return KeysWrite("wrong_version", current_version=current.version)
+                return KeysWrite("not_found")
+            existing = self._existing(conn, user_id, version, keys) if current.key_count else {}
+            inserts: list[dict[str, Any]] = []
+            updates: list[dict[str, Any]] = []
+            for key in keys:
+                stored = existing.get((key.room_id, key.session_id))
+                if stored is None:
+                    inserts.append(
+                        {
+                            "user_id": user_id,
+                            "version": version,
+                            "room_id": key.room_id,
+                            "session_id": key.session_id,
+                            "first_message_index": key.first_message_index,
+                            "forwarded_count": key.forwarded_count,
+                            "is_verified": key.is_verified,
+                            "session_data": key.session_data,
+                        }
+                    )
+                elif should_replace(stored, key):
+                    updates.append(
+                        {
+                            "b_user_id": user_id,
+                            "b_version": version,
+                            "b_room_id": key.room_id,
+                            "b_session_id": key.session_id,
+                            "b_fmi": key.first_message_index,
+                            "b_fc": key.forwarded_count,
+                            "b_verified": key.is_verified,
+                            "b_data": key.session_data,
+                        }
+                    )
+            etag, count = current.etag, current.key_count
+            if inserts:
+                conn.execute(room_keys.insert(), inserts)
+            if updates:
+                conn.execute(_UPDATE_KEY, updates)
+            if inserts or updates:
+                etag += 1
+                count += len(inserts)
+                self._set_version_state(conn, user_id, version, etag, count)
+            return KeysWrite("ok", etag, count, version, len(inserts), len(updates))
+
+        return await self.db.write(txn)
+
+    async def delete_keys(
+        self,
+        user_id: str,
+        version: int | None,
+        room_id: str | None = None,
+        session_id: str | None = None,
+    ) -> KeysWrite:
+        """Delete a live version's keys: all, a room's, or one session's."""
+
+        def txn(conn: Connection) -> KeysWrite:
+            self._lock_user(conn, user_id)
+            row = None if version is None else self._version_row(conn, user_id, version)
+            if row is None or version is None:
+                return KeysWrite("not_found")
+            condition = sa.and_(room_keys.c.user_id == user_id, room_keys.c.version == version)
+            if room_id is not None:
+                condition = sa.and_(condition, room_keys.c.room_id == room_id)
+            if session_id is not None:
+                condition = sa.and_(condition, room_keys.c.session_id == session_id)
+            etag, count = row.etag, row.key_count
+            if count:
+                result: CursorResult[Any] = conn.execute(room_keys.delete().where(condition))
+                deleted = result.rowcount
+                if deleted:
+                    etag += 1
+                    count -= deleted
+                    self._set_version_state(conn, user_id, version, etag, count)
+            return KeysWrite("ok", etag, count, version)
+
+        return await self.db.write(txn)
+
+    async def get_key(
+        self, user_id: str, version: int | None, room_id: str, session_id: str
+    ) -> tuple[bool, StoredRoomKey | None]:
+        """(whether the live version exists, the key if stored)."""
+
+        def txn(conn: Connection) -> tuple[bool, StoredRoomKey | None]:
+            if version is None or self._version_row(conn, user_id, version) is None:
+                return False, None
+            row = conn.execute(
+                sa.select(*_KEY_COLUMNS).where(
+                    room_keys.c.user_id == user_id,
+                    room_keys.c.version == version,
+                    room_keys.c.room_id == room_id,
+                    room_keys.c.session_id == session_id,
+                )
+            ).first()
+            if row is None:
+                return True, None
+            return True, StoredRoomKey(*row)
+
+        return await self.db.read(txn)
+
+    async def stream_keys(
+        self, user_id: str, version: int | None, room_id: str | None = None
+    ) -> KeyStream | None:
+        """A live version's keys (or one room's), ordered by room then session, in batches
+        read from one transaction (one snapshot). None if the version does not exist.
+
+        The stream holds a pooled connection: the caller must `close()` it.
+        """
+        if version is None:
+            return None
+        query = (
+            sa.select(*_KEY_COLUMNS)
+            .where(room_keys.c.user_id == user_id, room_keys.c.version == version)
+            .order_by(room_keys.c.room_id, room_keys.c.session_id)
+        )
+        if room_id is not None:
+            query = query.where(room_keys.c.room_id == room_id)
+        engine = self.db.engine
+        postgres = self.db.dialect == "postgresql"
+
+        def open_stream() -> KeyStream | None:
+            conn = engine.connect()
+            try:
+                if postgres:
+                    # One snapshot for the version check and every batch.
+                    conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                conn.begin()
+                if self._version_row(conn, user_id, version) is None:
+                    conn.close()
+                    return None
+                result = conn.execution_options(stream_results=True).execute(query)
+                first = list(result.fetchmany(STREAM_BATCH))
+                return KeyStream(conn, result, first)
+            except BaseException:
+                conn.close()
+                raise
+
+        return await asyncio.get_running_loop().run_in_executor(None, open_stream)
+
+
+class KeyStream:
+    """Batches of rows from one open read transaction (see `RoomKeyStore.stream_keys`).
+
+    The connection is used from executor threads one call at a time; a lock makes `close()`
+    (say after a cancelled request) wait for a fetch still running.
+    """
+
+    def __init__(self, conn: Connection, result: CursorResult[Any], first: list[KeyRow]) -> None:
+        self._conn = conn
+        self._result = result
+        self._first = first
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _fetch(self) -> list[KeyRow]:
+        with self._lock:
+            if self._closed:
+                return []
+            return list(self._result.fetchmany(STREAM_BATCH))
+
+    def _close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    async def batches(self) -> AsyncIterator[list[KeyRow]]:
+        loop = asyncio.get_running_loop()
+        batch = self._first
+        while batch:
+            yield batch
+            if len(batch) < STREAM_BATCH:
+                break
+            batch = await loop.run_in_executor(None, self._fetch)
+        await self.close()
+
+    async def close(self) -> None:
+        if not self._closed:
+            await asyncio.get_running_loop().run_in_executor(None, self._close)
