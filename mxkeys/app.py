@@ -21,6 +21,7 @@ from mxkeys.api.middleware import EdgeMiddleware
 from mxkeys.config import Config
 from mxkeys.errors import MatrixError
 from mxkeys.homeserver import HomeServer
+from mxkeys.storage.notifications import PostgresWakeups
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,19 @@ def create_app(config: Config, homeserver: HomeServer | None = None) -> ASGIApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         hs.start()
         hs.notifier.bind_loop(asyncio.get_running_loop())
+        wakeups = None
+        if hs.db.dialect == "postgresql":
+            # Several processes may share this database: wake each other's long-polls.
+            wakeups = PostgresWakeups(config.database_url, hs.notifier.notify_users_threadsafe)
+            wakeups.start()
+            hs.notifier.publish = wakeups.publish
         logger.info("mxkeys serving %s on %s", config.server_name, config.listen)
         try:
             yield
         finally:
+            if wakeups is not None:
+                hs.notifier.publish = None
+                wakeups.stop()
             hs.close()
 
     routes = build_routes()

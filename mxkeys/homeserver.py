@@ -21,6 +21,8 @@ from mxkeys.services.room_keys import RoomKeyService
 from mxkeys.services.rooms import RoomService
 from mxkeys.services.signing import load_signing_key
 from mxkeys.services.sync import SyncService
+from mxkeys.services.sync_sources import AccountDataSource
+from mxkeys.services.to_device import ToDeviceService
 from mxkeys.services.uia import UiaService
 from mxkeys.storage import Storage
 from mxkeys.storage.database import Database
@@ -60,12 +62,20 @@ class HomeServer:
             self.storage.rooms, self.storage.accounts, self.notifier, config.server_name
         )
         self.sync = SyncService(self.rooms, self.notifier)
+        self.to_device = ToDeviceService(
+            self.storage.to_device, self.notifier, config.server_name
+        )
+        self.sync.add_source(self.to_device)
         self.account_data = AccountDataService(self.storage.account_data, self.notifier)
         self.filters = FilterService(self.storage.filters)
         self.profile = ProfileService(self.storage.profiles, config.server_name)
         self.registration.on_registered.append(self.profile.on_registered)
         self.push_rules = PushRulesService(self.storage.push_rules, self.notifier)
         self.account_data.push_rules_source = self.push_rules.rules_for
+        self.sync.add_source(AccountDataSource(self.account_data))
+        # Membership events carry the member's profile, and follow its changes.
+        self.rooms.profile_of = self.profile.get_profile
+        self.profile.add_listener(self.rooms.on_profile_change)
 
     def migrate(self) -> None:
         upgrade(self.db.engine)

@@ -22,6 +22,7 @@ from mxkeys.api import (
     room_keys,
     rooms,
     sync,
+    to_device,
     versions,
 )
 
@@ -41,6 +42,7 @@ CLIENT_MODULES = [
     room_keys,
     rooms,
     sync,
+    to_device,
     versions,
 ]
 

@@ -100,7 +100,7 @@ class ProfileService:
         return msgspec.json.decode(fields[field])
 
     def _validate(self, field: str, value: Any) -> Any:
-        """The value to store (None: remove the field)."""
+        """The value to store (None for an emptied display name or avatar URL)."""
         if field == DISPLAYNAME:
             name = _string(value, field)
             if len(name) > MAX_DISPLAYNAME_LENGTH:

@@ -354,6 +354,22 @@ class RoomService:
         content = await self._member_content(target, membership, reason)
         await self.send(sender, room_id, "m.room.member", content, state_key=target)
 
+    async def on_profile_change(
+        self, user_id: str, displayname: str | None, avatar_url: str | None
+    ) -> None:
+        """Send a fresh join event with the new profile into each of the user's rooms."""
+        for room_id in await self.joined_rooms(user_id):
+            content: dict[str, Any] = {"membership": "join"}
+            if displayname is not None:
+                content["displayname"] = displayname
+            if avatar_url is not None:
+                content["avatar_url"] = avatar_url
+            try:
+                await self.send(user_id, room_id, "m.room.member", content, state_key=user_id)
+            except MatrixError:
+                # E.g. the user left meanwhile: their other rooms still get the update.
+                continue
+
     async def forget(self, user_id: str, room_id: str) -> None:
         membership = await self.store.get_membership(room_id, user_id)
         if membership is None:

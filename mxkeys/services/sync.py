@@ -52,8 +52,10 @@ class SyncSource(Protocol):
     async def fill(
         self, who: Requester, since: int | None, upto: int, response: dict[str, Any],
         sync_filter: Any,
-    ) -> bool:
-        """Add this stream's news in (since, upto] to `response`; True if there was any."""
+    ) -> tuple[bool, int]:
+        """Add this stream's news in (since, upto] to `response`. Returns whether there was
+        any, and the position the next sync continues from (`upto`, or less when the source
+        capped its part of the response)."""
         ...
 
 
@@ -153,9 +155,9 @@ class SyncService:
             since = token.get(stream) if token else None
             if since is not None and since > upto:
                 raise MatrixError(400, "M_INVALID_PARAM", "Sync token is ahead of this server")
-            if await source.fill(who, since, upto, response, sync_filter):
-                has_news = True
-            positions.append(upto)
+            news, reached = await source.fill(who, since, upto, response, sync_filter)
+            has_news = has_news or news
+            positions.append(reached)
         response["next_batch"] = str(SyncToken(tuple(positions)))
         return response, has_news
 

@@ -12,6 +12,7 @@ from mxkeys.storage.pushrules import PushRulesStore
 from mxkeys.storage.room_keys import RoomKeyStore
 from mxkeys.storage.rooms import RoomStore
 from mxkeys.storage.server_keys import ServerKeyStore
+from mxkeys.storage.to_device import ToDeviceStore
 from mxkeys.storage.uia import UiaStore
 
 
@@ -30,3 +31,4 @@ class Storage:
         self.room_keys = RoomKeyStore(db)
         self.rooms = RoomStore(db)
         self.server_keys = ServerKeyStore(db)
+        self.to_device = ToDeviceStore(db)

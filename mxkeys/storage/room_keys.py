@@ -11,6 +11,7 @@ and `key_count`/`etag` are updated from what the transaction itself changed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -103,21 +104,41 @@ _KEY_COLUMNS = (
     room_keys.c.session_data,
 )
 
-_UPDATE_KEY = (
-    room_keys.update()
-    .where(
-        room_keys.c.user_id == sa.bindparam("b_user_id"),
-        room_keys.c.version == sa.bindparam("b_version"),
-        room_keys.c.room_id == sa.bindparam("b_room_id"),
-        room_keys.c.session_id == sa.bindparam("b_session_id"),
-    )
-    .values(
-        first_message_index=sa.bindparam("b_fmi"),
-        forwarded_count=sa.bindparam("b_fc"),
-        is_verified=sa.bindparam("b_verified"),
-        session_data=sa.bindparam("b_data"),
-    )
+# The upload's statements are driver-level SQL: building them as SQLAlchemy constructs (a
+# VALUES list per batch, a dict per row) cost several times the database work. The column
+# order of the row tuples matches the statements below.
+_KEY_INSERT_COLUMNS = (
+    "user_id, version, room_id, session_id, first_message_index, forwarded_count, "
+    "is_verified, session_data"
 )
+_SQLITE_INSERT = f"INSERT INTO room_keys ({_KEY_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_UPDATE = (
+    "UPDATE room_keys SET first_message_index = ?, forwarded_count = ?, is_verified = ?, "
+    "session_data = ? WHERE user_id = ? AND version = ? AND room_id = ? AND session_id = ?"
+)
+_PG_COPY = f"COPY room_keys ({_KEY_INSERT_COLUMNS}) FROM STDIN"
+_LOOKUP_COLUMNS = "k.room_id, k.session_id, k.first_message_index, k.forwarded_count, k.is_verified"
+# A LATERAL subquery with a LIMIT (there is at most one row: it is the primary key) is one
+# index probe per pair; a plain join may become a hash join over the whole version (or worse)
+# while the table statistics are stale.
+_PG_LOOKUP = (
+    "SELECT k.* FROM unnest(%s::text[], %s::text[]) AS p(r, s) CROSS JOIN LATERAL ("
+    f"SELECT {_LOOKUP_COLUMNS} FROM room_keys AS k WHERE k.user_id = %s AND k.version = %s "
+    "AND k.room_id = p.r AND k.session_id = p.s LIMIT 1) AS k"
+)
+
+
+@functools.cache
+def _sqlite_lookup(pairs: int) -> str:
+    """The pairs as a VALUES list, each joined to the primary key: one index seek per pair.
+    (SQLite scans the whole version for `(room_id, session_id) IN (...)`.) CROSS JOIN pins
+    the VALUES list as the outer loop."""
+    values = ", ".join(["(?, ?)"] * pairs)
+    return (
+        f"WITH p(r, s) AS (VALUES {values}) SELECT {_LOOKUP_COLUMNS} "
+        "FROM p CROSS JOIN room_keys AS k WHERE k.user_id = ? AND k.version = ? "
+        "AND k.room_id = p.r AND k.session_id = p.s"
+    )
 
 
 class RoomKeyStore:
@@ -272,37 +293,77 @@ class RoomKeyStore:
 
     def _existing(
         self, conn: Connection, user_id: str, version: int, keys: Sequence[NewRoomKey]
-    ) -> dict[tuple[str, str], sa.Row]:
-        """The stored rows among the uploaded (room, session) pairs: one query per
-        LOOKUP_CHUNK pairs. The pairs are a VALUES list joined to the primary key, so each
-        is one index seek (SQLite would scan the whole version for `(a, b) IN (...)`)."""
-        found: dict[tuple[str, str], sa.Row] = {}
-        for start in range(0, len(keys), LOOKUP_CHUNK):
-            chunk = keys[start : start + LOOKUP_CHUNK]
-            pairs = (
-                sa.values(sa.column("r", sa.Text), sa.column("s", sa.Text), name="pairs")
-                .data([(k.room_id, k.session_id) for k in chunk])
-                .cte("pairs")
+    ) -> dict[tuple[str, str], Any]:
+        """The stored metadata of the uploaded (room, session) pairs that exist."""
+        found: dict[tuple[str, str], Any] = {}
+        if self.db.dialect == "postgresql":
+            params: Any = (
+                [k.room_id for k in keys],
+                [k.session_id for k in keys],
+                user_id,
+                version,
             )
-            query = sa.select(
-                room_keys.c.room_id,
-                room_keys.c.session_id,
-                room_keys.c.first_message_index,
-                room_keys.c.forwarded_count,
-                room_keys.c.is_verified,
-            ).join_from(
-                pairs,
-                room_keys,
-                sa.and_(
-                    room_keys.c.user_id == user_id,
-                    room_keys.c.version == version,
-                    room_keys.c.room_id == pairs.c.r,
-                    room_keys.c.session_id == pairs.c.s,
-                ),
-            )
-            for row in conn.execute(query):
+            chunks = [(_PG_LOOKUP, params)]
+        else:
+            chunks = []
+            for start in range(0, len(keys), LOOKUP_CHUNK):
+                chunk = keys[start : start + LOOKUP_CHUNK]
+                flat: list[Any] = []
+                for k in chunk:
+                    flat.append(k.room_id)
+                    flat.append(k.session_id)
+                flat.append(user_id)
+                flat.append(version)
+                chunks.append((_sqlite_lookup(len(chunk)), tuple(flat)))
+        for sql, params in chunks:
+            for row in conn.exec_driver_sql(sql, params):
                 found[(row.room_id, row.session_id)] = row
         return found
+
+    def _insert(self, conn: Connection, user_id: str, version: int, keys: list[NewRoomKey]) -> None:
+        rows = [
+            (
+                user_id,
+                version,
+                k.room_id,
+                k.session_id,
+                k.first_message_index,
+                k.forwarded_count,
+                k.is_verified,
+                k.session_data,
+            )
+            for k in keys
+        ]
+        if self.db.dialect == "postgresql":
+            # COPY, on this transaction's connection: the cheapest bulk insert PostgreSQL has
+            # (a multi-row INSERT or unnest() of arrays costs two to four times as much).
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            with driver.cursor() as cursor, cursor.copy(_PG_COPY) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            conn.exec_driver_sql(_SQLITE_INSERT, rows)
+
+    def _update(self, conn: Connection, user_id: str, version: int, keys: list[NewRoomKey]) -> None:
+        # One statement per row in one executemany (pipelined by psycopg): each is a
+        # primary-key probe, a plan no table statistics can spoil.
+        conn.exec_driver_sql(
+            _UPDATE.replace("?", "%s") if self.db.dialect == "postgresql" else _UPDATE,
+            [
+                (
+                    k.first_message_index,
+                    k.forwarded_count,
+                    k.is_verified,
+                    k.session_data,
+                    user_id,
+                    version,
+                    k.room_id,
+                    k.session_id,
+                )
+                for k in keys
+            ],
+        )
 
     async def upload_keys(
         self,
@@ -329,41 +390,19 @@ class RoomKeyStore:
                     return KeysWrite("wrong_version", current_version=current.version)
                 return KeysWrite("not_found")
             existing = self._existing(conn, user_id, version, keys) if current.key_count else {}
-            inserts: list[dict[str, Any]] = []
-            updates: list[dict[str, Any]] = []
+            inserts: list[NewRoomKey] = []
+            updates: list[NewRoomKey] = []
             for key in keys:
                 stored = existing.get((key.room_id, key.session_id))
                 if stored is None:
-                    inserts.append(
-                        {
-                            "user_id": user_id,
-                            "version": version,
-                            "room_id": key.room_id,
-                            "session_id": key.session_id,
-                            "first_message_index": key.first_message_index,
-                            "forwarded_count": key.forwarded_count,
-                            "is_verified": key.is_verified,
-                            "session_data": key.session_data,
-                        }
-                    )
+                    inserts.append(key)
                 elif should_replace(stored, key):
-                    updates.append(
-                        {
-                            "b_user_id": user_id,
-                            "b_version": version,
-                            "b_room_id": key.room_id,
-                            "b_session_id": key.session_id,
-                            "b_fmi": key.first_message_index,
-                            "b_fc": key.forwarded_count,
-                            "b_verified": key.is_verified,
-                            "b_data": key.session_data,
-                        }
-                    )
+                    updates.append(key)
             etag, count = current.etag, current.key_count
             if inserts:
-                conn.execute(room_keys.insert(), inserts)
+                self._insert(conn, user_id, version, inserts)
             if updates:
-                conn.execute(_UPDATE_KEY, updates)
+                self._update(conn, user_id, version, updates)
             if inserts or updates:
                 etag += 1
                 count += len(inserts)

@@ -32,8 +32,9 @@ def test_room_round_trip_is_separate_from_global(api: Api) -> None:
     assert api.put(path, user, json={"tags": {"u.work": {"order": 0.5}}}).status_code == 200
     assert api.get(path, user).json() == {"tags": {"u.work": {"order": 0.5}}}
     assert_error(api.get(_global(user.user_id, "m.tag"), user), 404, "M_NOT_FOUND")
-    assert_error(api.get(_room(user.user_id, "!other:example.org", "m.tag"), user), 404,
-                 "M_NOT_FOUND")
+    assert_error(
+        api.get(_room(user.user_id, "!other:example.org", "m.tag"), user), 404, "M_NOT_FOUND"
+    )
     # Room version 12 room IDs have no server part.
     v12 = _room(user.user_id, "!Rmr0s7XkBZ1G2Kq0N5QYn8Jx1VH9dDtJbqWcLhQh0dM", "m.tag")
     assert api.put(v12, user, json={"tags": {}}).status_code == 200
@@ -59,10 +60,14 @@ def test_server_managed_types_refused(api: Api) -> None:
     user = api.register()
     for data_type in ("m.fully_read", "m.push_rules"):
         assert_error(api.put(_global(user.user_id, data_type), user, json={}), 405, "M_BAD_JSON")
-        assert_error(api.put(_room(user.user_id, "!r:example.org", data_type), user, json={}),
-                     405, "M_BAD_JSON")
-    assert_error(api.get(_room(user.user_id, "!r:example.org", "m.fully_read"), user), 404,
-                 "M_NOT_FOUND")
+        assert_error(
+            api.put(_room(user.user_id, "!r:example.org", data_type), user, json={}),
+            405,
+            "M_BAD_JSON",
+        )
+    assert_error(
+        api.get(_room(user.user_id, "!r:example.org", "m.fully_read"), user), 404, "M_NOT_FOUND"
+    )
     # m.push_rules can be read: the user's current rule set.
     rules = api.get(_global(user.user_id, "m.push_rules"), user).json()
     assert rules["global"]["override"][0]["rule_id"] == ".m.rule.master"
@@ -75,10 +80,10 @@ def test_bad_bodies_and_room_ids(api: Api) -> None:
     assert_error(api.put(path, user, json="text"), 400, "M_BAD_JSON")
     assert_error(api.put(path, user, content=b"{not json"), 400, "M_NOT_JSON")
     for bad_room in ("@notaroom:example.org", "room", "!"):
-        assert_error(api.put(_room(user.user_id, bad_room, "m.tag"), user, json={}), 400,
-                     "M_INVALID_PARAM")
-        assert_error(api.get(_room(user.user_id, bad_room, "m.tag"), user), 400,
-                     "M_INVALID_PARAM")
+        assert_error(
+            api.put(_room(user.user_id, bad_room, "m.tag"), user, json={}), 400, "M_INVALID_PARAM"
+        )
+        assert_error(api.get(_room(user.user_id, bad_room, "m.tag"), user), 400, "M_INVALID_PARAM")
     assert_error(api.get(path, user), 404, "M_NOT_FOUND")
 
 

@@ -17,13 +17,25 @@ def test_displayname_defaults_to_localpart(api: Api) -> None:
 
 def test_set_get_and_clear(api: Api) -> None:
     user = api.register()
-    assert api.put(_p(user.user_id, "displayname"), user,
-                   json={"displayname": "Alice ✨"}).json() == {}
-    assert api.put(_p(user.user_id, "avatar_url"), user,
-                   json={"avatar_url": "mxc://example.org/abc"}).status_code == 200
-    assert api.put(_p(user.user_id, "m.tz"), user, json={"m.tz": "Europe/London"}).status_code == 200
-    assert api.put(_p(user.user_id, "org.example.pets"), user,
-                   json={"org.example.pets": ["cat", {"n": 2}]}).status_code == 200
+    assert (
+        api.put(_p(user.user_id, "displayname"), user, json={"displayname": "Alice ✨"}).json()
+        == {}
+    )
+    assert (
+        api.put(
+            _p(user.user_id, "avatar_url"), user, json={"avatar_url": "mxc://example.org/abc"}
+        ).status_code
+        == 200
+    )
+    assert (
+        api.put(_p(user.user_id, "m.tz"), user, json={"m.tz": "Europe/London"}).status_code == 200
+    )
+    assert (
+        api.put(
+            _p(user.user_id, "org.example.pets"), user, json={"org.example.pets": ["cat", {"n": 2}]}
+        ).status_code
+        == 200
+    )
     assert api.get(_p(user.user_id), user).json() == {
         "displayname": "Alice ✨",
         "avatar_url": "mxc://example.org/abc",
@@ -38,7 +50,9 @@ def test_set_get_and_clear(api: Api) -> None:
         "displayname": "Alice ✨"
     }
     # "" removes display name / avatar; DELETE removes any field.
-    assert api.put(_p(user.user_id, "displayname"), user, json={"displayname": ""}).status_code == 200
+    assert (
+        api.put(_p(user.user_id, "displayname"), user, json={"displayname": ""}).status_code == 200
+    )
     assert_error(api.get(_p(user.user_id, "displayname")), 404, "M_NOT_FOUND")
     assert api.delete(_p(user.user_id, "org.example.pets"), user).json() == {}
     assert api.delete(_p(user.user_id, "org.example.pets"), user).status_code == 200
@@ -50,11 +64,15 @@ def test_set_get_and_clear(api: Api) -> None:
 def test_only_owner_may_change(api: Api) -> None:
     alice = api.register()
     bob = api.register()
-    assert_error(api.put(_p(alice.user_id, "displayname"), bob, json={"displayname": "x"}),
-                 403, "M_FORBIDDEN")
+    assert_error(
+        api.put(_p(alice.user_id, "displayname"), bob, json={"displayname": "x"}),
+        403,
+        "M_FORBIDDEN",
+    )
     assert_error(api.delete(_p(alice.user_id, "displayname"), bob), 403, "M_FORBIDDEN")
-    assert_error(api.put(_p(alice.user_id, "displayname"), json={"displayname": "x"}),
-                 401, "M_MISSING_TOKEN")
+    assert_error(
+        api.put(_p(alice.user_id, "displayname"), json={"displayname": "x"}), 401, "M_MISSING_TOKEN"
+    )
     assert api.get(_p(alice.user_id, "displayname")).json() == {"displayname": alice.localpart}
     # Bob can read Alice's profile.
     assert api.get(_p(alice.user_id), bob).json() == {"displayname": alice.localpart}
@@ -80,27 +98,37 @@ def test_validation(api: Api) -> None:
     assert_error(api.put(dn, user, json={"displayname": "x" * 257}), 400, "M_INVALID_PARAM")
     assert api.put(dn, user, json={"displayname": "x" * 256}).status_code == 200
     av = _p(user.user_id, "avatar_url")
-    assert_error(api.put(av, user, json={"avatar_url": "mxc://x/" + "y" * 1000}), 400,
-                 "M_INVALID_PARAM")
+    assert_error(
+        api.put(av, user, json={"avatar_url": "mxc://x/" + "y" * 1000}), 400, "M_INVALID_PARAM"
+    )
     assert_error(api.put(av, user, json={"avatar_url": {"url": 1}}), 400, "M_BAD_JSON")
     assert_error(api.put(_p(user.user_id, "m.tz"), user, json={"m.tz": 1}), 400, "M_BAD_JSON")
     for bad_key in ("Bad", "nodots", "org.example.", "1org.example", "org.Example.x"):
-        assert_error(api.put(_p(user.user_id, bad_key), user, json={bad_key: 1}), 400,
-                     "M_INVALID_PARAM")
+        assert_error(
+            api.put(_p(user.user_id, bad_key), user, json={bad_key: 1}), 400, "M_INVALID_PARAM"
+        )
         assert_error(api.get(_p(user.user_id, bad_key)), 400, "M_INVALID_PARAM")
     long_key = "org." + "a" * 252
-    assert_error(api.put(_p(user.user_id, long_key), user, json={long_key: 1}), 400,
-                 "M_KEY_TOO_LARGE")
+    assert_error(
+        api.put(_p(user.user_id, long_key), user, json={long_key: 1}), 400, "M_KEY_TOO_LARGE"
+    )
     # The whole profile stays under 64 KiB.
     big = "x" * 40000
-    assert api.put(_p(user.user_id, "org.example.a"), user,
-                   json={"org.example.a": big}).status_code == 200
-    assert_error(api.put(_p(user.user_id, "org.example.b"), user, json={"org.example.b": big}),
-                 400, "M_PROFILE_TOO_LARGE")
+    assert (
+        api.put(_p(user.user_id, "org.example.a"), user, json={"org.example.a": big}).status_code
+        == 200
+    )
+    assert_error(
+        api.put(_p(user.user_id, "org.example.b"), user, json={"org.example.b": big}),
+        400,
+        "M_PROFILE_TOO_LARGE",
+    )
     assert_error(api.get(_p(user.user_id, "org.example.b")), 404, "M_NOT_FOUND")
     # Custom fields may hold null, stored as null.
-    assert api.put(_p(user.user_id, "org.example.n"), user,
-                   json={"org.example.n": None}).status_code == 200
+    assert (
+        api.put(_p(user.user_id, "org.example.n"), user, json={"org.example.n": None}).status_code
+        == 200
+    )
     assert api.get(_p(user.user_id, "org.example.n")).json() == {"org.example.n": None}
 
 

@@ -113,3 +113,34 @@ def test_bad_tokens(api: Api) -> None:
                  "M_INVALID_PARAM")
     assert_error(api.get("sync", alice, params={"timeout": "soon"}), 400, "M_INVALID_PARAM")
     assert_error(api.get("sync", alice, params={"filter": "{bad"}), 400, "M_NOT_JSON")
+
+
+def test_account_data_in_sync(api: Api) -> None:
+    alice = api.register()
+    room_id = create_room(api, alice)
+    initial = api.get("sync", alice).json()
+    types = [e["type"] for e in initial["account_data"]["events"]]
+    assert "m.push_rules" in types
+    since = initial["next_batch"]
+    api.put(f"user/{alice.user_id}/account_data/m.secret_storage.default_key", alice,
+            json={"key": "abc"})
+    api.put(f"user/{alice.user_id}/rooms/{room_id}/account_data/m.tag", alice,
+            json={"tags": {}})
+    body = api.get("sync", alice, params={"since": since}).json()
+    assert body["account_data"]["events"] == [
+        {"type": "m.secret_storage.default_key", "content": {"key": "abc"}}]
+    room_data = body["rooms"]["join"][room_id]["account_data"]["events"]
+    assert room_data == [{"type": "m.tag", "content": {"tags": {}}}]
+    quiet = api.get("sync", alice, params={"since": body["next_batch"]}).json()
+    assert quiet["account_data"]["events"] == []
+
+
+def test_profile_changes_reach_member_events(api: Api) -> None:
+    alice = api.register()
+    room_id = create_room(api, alice)
+    member = api.get(f"rooms/{room_id}/state/m.room.member/{alice.user_id}", alice).json()
+    assert member["displayname"] == alice.localpart
+    assert api.put(f"profile/{alice.user_id}/displayname", alice,
+                   json={"displayname": "Alice A."}).status_code == 200
+    member = api.get(f"rooms/{room_id}/state/m.room.member/{alice.user_id}", alice).json()
+    assert member == {"membership": "join", "displayname": "Alice A."}

@@ -22,10 +22,16 @@ def test_defaults_allow_everything() -> None:
 
 
 def test_types_wildcards_and_not_types_win() -> None:
-    f = SyncFilter.from_json({"room": {"timeline": {
-        "types": ["m.room.*", "org.*.thing", "exact"],
-        "not_types": ["m.room.member", "*.secret"],
-    }}})
+    f = SyncFilter.from_json(
+        {
+            "room": {
+                "timeline": {
+                    "types": ["m.room.*", "org.*.thing", "exact"],
+                    "not_types": ["m.room.member", "*.secret"],
+                }
+            }
+        }
+    )
     allows = f.timeline_allows
     assert allows(ev("m.room.message"))
     assert allows(ev("m.room.")) and allows(ev("org.example.thing")) and allows(ev("exact"))
@@ -45,9 +51,16 @@ def test_types_wildcards_and_not_types_win() -> None:
 
 
 def test_senders() -> None:
-    f = SyncFilter.from_json({"room": {"state": {
-        "senders": ["@a:x", "@b:x"], "not_senders": ["@b:x"],
-    }}})
+    f = SyncFilter.from_json(
+        {
+            "room": {
+                "state": {
+                    "senders": ["@a:x", "@b:x"],
+                    "not_senders": ["@b:x"],
+                }
+            }
+        }
+    )
     assert f.state_allows(ev("t", sender="@a:x"))
     assert not f.state_allows(ev("t", sender="@b:x"))
     assert not f.state_allows(ev("t", sender="@c:x"))
@@ -57,19 +70,23 @@ def test_senders() -> None:
     assert only_not.ephemeral_allows({"type": "m.typing"})
     assert not only_not.ephemeral_allows({"type": "m.receipt", "sender": "@spam:x"})
     # Sender IDs are exact, not wildcards.
-    assert not SyncFilter.from_json(
-        {"room": {"timeline": {"senders": ["@*"]}}}
-    ).timeline_allows(ev("t", sender="@a:x"))
+    assert not SyncFilter.from_json({"room": {"timeline": {"senders": ["@*"]}}}).timeline_allows(
+        ev("t", sender="@a:x")
+    )
 
 
 def test_rooms_top_level_and_per_section() -> None:
-    f = SyncFilter.from_json({"room": {
-        "rooms": ["!a:x", "!b:x"],
-        "not_rooms": ["!b:x"],
-        "timeline": {"not_rooms": ["!a:x"]},
-        "account_data": {"rooms": ["!c:x"]},
-        "include_leave": True,
-    }})
+    f = SyncFilter.from_json(
+        {
+            "room": {
+                "rooms": ["!a:x", "!b:x"],
+                "not_rooms": ["!b:x"],
+                "timeline": {"not_rooms": ["!a:x"]},
+                "account_data": {"rooms": ["!c:x"]},
+                "include_leave": True,
+            }
+        }
+    )
     assert f.allows_room("!a:x") and not f.allows_room("!b:x") and not f.allows_room("!c:x")
     assert f.include_leave
     assert not f.timeline_allows(ev("t", room_id="!a:x"))
@@ -94,11 +111,13 @@ def test_contains_url() -> None:
 
 
 def test_account_data_and_presence() -> None:
-    f = SyncFilter.from_json({
-        "account_data": {"not_types": ["m.push_rules"]},
-        "presence": {"types": ["m.presence"], "not_senders": ["@q:x"]},
-        "room": {"account_data": {"types": ["m.tag"]}},
-    })
+    f = SyncFilter.from_json(
+        {
+            "account_data": {"not_types": ["m.push_rules"]},
+            "presence": {"types": ["m.presence"], "not_senders": ["@q:x"]},
+            "room": {"account_data": {"types": ["m.tag"]}},
+        }
+    )
     assert f.account_data_allows("m.direct") and not f.account_data_allows("m.push_rules")
     assert f.room_account_data_allows("m.tag") and not f.room_account_data_allows("m.fully_read")
     assert f.presence_allows({"type": "m.presence", "sender": "@p:x"})
@@ -109,9 +128,16 @@ def test_limits_and_lazy_loading() -> None:
     assert SyncFilter.from_json({"room": {"timeline": {"limit": 0}}}).timeline_limit == 0
     assert SyncFilter.from_json({"room": {"timeline": {"limit": 50}}}).timeline_limit == 50
     assert SyncFilter.from_json({"room": {"timeline": {"limit": 10**9}}}).timeline_limit == 100
-    f = SyncFilter.from_json({"room": {"state": {
-        "lazy_load_members": True, "include_redundant_members": True,
-    }}})
+    f = SyncFilter.from_json(
+        {
+            "room": {
+                "state": {
+                    "lazy_load_members": True,
+                    "include_redundant_members": True,
+                }
+            }
+        }
+    )
     assert f.lazy_load_members and f.include_redundant_members
     # /sync lazy-loads only from the state filter (sync.yaml).
     assert not SyncFilter.from_json(
@@ -121,8 +147,12 @@ def test_limits_and_lazy_loading() -> None:
 
 def test_invalid_definitions() -> None:
     for bad in (
-        [], "x", {"room": {"timeline": {"limit": -5}}}, {"room": {"rooms": [1]}},
-        {"room": {"not_rooms": ["#alias:x"]}}, {"event_format": "raw"},
+        [],
+        "x",
+        {"room": {"timeline": {"limit": -5}}},
+        {"room": {"rooms": [1]}},
+        {"room": {"not_rooms": ["#alias:x"]}},
+        {"event_format": "raw"},
         {"room": {"timeline": {"not_senders": ["x"]}}},
     ):
         with pytest.raises(MatrixError) as err:
@@ -131,10 +161,14 @@ def test_invalid_definitions() -> None:
 
 
 def test_room_event_filter_for_messages() -> None:
-    f = RoomEventFilter.from_json({
-        "types": ["m.room.message"], "lazy_load_members": True, "limit": 5,
-        "not_senders": ["@x:x"],
-    })
+    f = RoomEventFilter.from_json(
+        {
+            "types": ["m.room.message"],
+            "lazy_load_members": True,
+            "limit": 5,
+            "not_senders": ["@x:x"],
+        }
+    )
     assert f.limit == 5 and f.lazy_load_members and not f.include_redundant_members
     assert f.allows(ev("m.room.message")) and not f.allows(ev("m.room.message", sender="@x:x"))
     assert not f.allows(ev("m.reaction"))
@@ -150,17 +184,30 @@ def test_room_event_filter_for_messages() -> None:
 
 def test_event_fields() -> None:
     assert split_field_path("content.m\\.relates_to.rel_type") == [
-        "content", "m.relates_to", "rel_type"
+        "content",
+        "m.relates_to",
+        "rel_type",
     ]
     assert split_field_path("content.m\\\\foo") == ["content", "m\\foo"]
     assert split_field_path("content.a\\x") == ["content", "a\\x"]
-    f = SyncFilter.from_json({"event_fields": [
-        "type", "content.body", "content.m\\.relates_to.rel_type", "missing.path",
-    ]})
+    f = SyncFilter.from_json(
+        {
+            "event_fields": [
+                "type",
+                "content.body",
+                "content.m\\.relates_to.rel_type",
+                "missing.path",
+            ]
+        }
+    )
     event = {
-        "type": "m.room.message", "sender": "@a:x",
-        "content": {"body": "hi", "msgtype": "m.text",
-                    "m.relates_to": {"rel_type": "m.thread", "event_id": "$e"}},
+        "type": "m.room.message",
+        "sender": "@a:x",
+        "content": {
+            "body": "hi",
+            "msgtype": "m.text",
+            "m.relates_to": {"rel_type": "m.thread", "event_id": "$e"},
+        },
     }
     assert f.apply_event_fields(event) == {
         "type": "m.room.message",

@@ -1,4 +1,5 @@
 import asyncio
+import threading
 
 from mxkeys.storage.account_data import AccountDataStore
 from mxkeys.storage.accounts import AccountStore
@@ -31,7 +32,9 @@ def test_positions_and_changes(db: Database) -> None:
             ("!room:test", "m.tag", '{"tags":{}}'),
         ]
         # Half-open range: from < stream_id <= to.
-        assert await store.get_changes("@a:test", p1, p3) == [("!room:test", "m.tag", '{"tags":{}}')]
+        assert await store.get_changes("@a:test", p1, p3) == [
+            ("!room:test", "m.tag", '{"tags":{}}')
+        ]
         assert await store.get_changes("@a:test", 0, p1) == [(None, "m.direct", '{"x":1}')]
         assert await store.get_changes("@a:test", p2, p3) == []
         assert await store.get_changes("@b:test", 0, p3) == [(None, "m.direct", '{"b":true}')]
@@ -68,3 +71,31 @@ def test_concurrent_writes_get_distinct_positions(db: Database) -> None:
         assert len(changes) == 20
 
     run(scenario())
+
+
+def test_positions_commit_in_allocation_order(db: Database) -> None:
+    """A writer holding position N makes the next writer wait, and readers never see N
+    before it commits: /sync cannot step past a row that commits late."""
+    store = AccountDataStore(db)
+    run(_users(db, "@o:test"))
+    result: dict[str, int] = {}
+
+    def second_writer() -> None:
+        result["pos"] = db.run_sync(lambda c: store.put_in(c, "@o:test", None, "b", "{}"))
+
+    with db.engine.connect() as raw:
+        # A write transaction as `Database.write` opens it (BEGIN IMMEDIATE on SQLite, where
+        # the database lock serializes writers; the counter's row lock on PostgreSQL).
+        conn = raw.execution_options(mxkeys_write=True)
+        tx = conn.begin()
+        first = store.put_in(conn, "@o:test", None, "a", "{}")
+        writer = threading.Thread(target=second_writer)
+        writer.start()
+        writer.join(0.3)
+        assert writer.is_alive()
+        assert run(store.current_position()) == first - 1
+        assert run(store.get_changes("@o:test", 0, first)) == []
+        tx.commit()
+    writer.join(10)
+    assert result["pos"] == first + 1
+    assert [t for _, t, _ in run(store.get_changes("@o:test", 0, first + 1))] == ["a", "b"]

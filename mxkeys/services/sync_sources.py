@@ -1,0 +1,52 @@
+"""The account data stream's part of `/sync`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from mxkeys.services.account_data import PUSH_RULES_TYPE, AccountDataService
+from mxkeys.services.auth import Requester
+from mxkeys.services.sync import room_account_data_into
+
+
+class AccountDataSource:
+    stream = "account_data"
+
+    def __init__(self, account_data: AccountDataService) -> None:
+        self.account_data = account_data
+
+    async def current_position(self) -> int:
+        return await self.account_data.current_position()
+
+    async def fill(
+        self, who: Requester, since: int | None, upto: int, response: dict[str, Any],
+        sync_filter: Any,
+    ) -> tuple[bool, int]:
+        changes = await self.account_data.get_changes(who.user_id, since or 0, upto)
+        global_events: list[dict[str, Any]] = []
+        by_room: dict[str, list[dict[str, Any]]] = {}
+        for room_id, data_type, content in changes:
+            event = {"type": data_type, "content": msgspec.Raw(content)}
+            if room_id is None:
+                if sync_filter.account_data_allows(data_type):
+                    global_events.append(event)
+            elif sync_filter.allows_room(room_id) and sync_filter.room_account_data_allows(
+                data_type, room_id
+            ):
+                by_room.setdefault(room_id, []).append(event)
+        news = bool(global_events or by_room)
+        source = self.account_data.push_rules_source
+        if (
+            since is None
+            and source is not None
+            and sync_filter.account_data_allows(PUSH_RULES_TYPE)
+            and not any(e["type"] == PUSH_RULES_TYPE for e in global_events)
+        ):
+            # Clients read their push rules from the initial sync even if never changed.
+            global_events.append({"type": PUSH_RULES_TYPE, "content": await source(who.user_id)})
+        response["account_data"]["events"] = global_events
+        for room_id, events in by_room.items():
+            room_account_data_into(response, room_id, events)
+        return news, upto

@@ -1,0 +1,176 @@
+"""To-device messages: one batched write per request, delivery per device in stream order.
+
+Positions come from the `stream_positions` row of the stream, incremented in the writing
+transaction: on PostgreSQL the row lock is held until commit, so positions become visible in
+the order they were handed out and a sync never skips a message committed late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mxkeys.storage.database import Database, dialect_insert
+from mxkeys.storage.schema import devices
+from mxkeys.storage.to_device_schema import device_inbox, stream_positions, to_device_txns
+
+STREAM = "to_device"
+
+
+def allocate_positions(conn: Connection, dialect: str, stream: str, count: int) -> int:
+    """Reserve `count` positions on `stream`; returns the last one."""
+    statement = (
+        dialect_insert(dialect, stream_positions)
+        .values(stream=stream, position=count)
+        .on_conflict_do_update(
+            index_elements=["stream"],
+            set_={"position": stream_positions.c.position + count},
+        )
+        .returning(stream_positions.c.position)
+    )
+    return int(conn.execute(statement).scalar_one())
+
+
+def read_position(conn: Connection, stream: str) -> int:
+    value = conn.execute(
+        sa.select(stream_positions.c.position).where(stream_positions.c.stream == stream)
+    ).scalar()
+    return int(value or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    user_id: str
+    device_id: str  # or "*" for all of the user's devices
+    content: str  # JSON text
+
+
+@dataclass(frozen=True, slots=True)
+class InboxMessage:
+    stream_id: int
+    sender: str
+    type: str
+    content: str
+
+
+class ToDeviceStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def send(
+        self,
+        sender: str,
+        sender_device: str,
+        txn_id: str,
+        event_type: str,
+        messages: Sequence[OutgoingMessage],
+        now_ms: int,
+    ) -> list[str] | None:
+        """Queue the messages for existing devices; None if `txn_id` was already used.
+        Returns the users who received at least one message."""
+
+        def run(conn: Connection) -> list[str] | None:
+            fresh = conn.execute(
+                dialect_insert(self.db.dialect, to_device_txns)
+                .values(user_id=sender, device_id=sender_device, txn_id=txn_id,
+                        created_ts=now_ms)
+                .on_conflict_do_nothing(index_elements=["user_id", "device_id", "txn_id"])
+                .returning(to_device_txns.c.txn_id)
+            ).first()
+            if fresh is None:
+                return None
+            rows = self._expand(conn, messages)
+            if not rows:
+                return []
+            last = allocate_positions(conn, self.db.dialect, STREAM, len(rows))
+            first = last - len(rows) + 1
+            conn.execute(
+                device_inbox.insert(),
+                [
+                    {"stream_id": first + i, "user_id": user_id, "device_id": device_id,
+                     "sender": sender, "type": event_type, "content": content}
+                    for i, (user_id, device_id, content) in enumerate(rows)
+                ],
+            )
+            return sorted({user_id for user_id, _, _ in rows})
+
+        return await self.db.write(run)
+
+    @staticmethod
+    def _expand(
+        conn: Connection, messages: Sequence[OutgoingMessage]
+    ) -> list[tuple[str, str, str]]:
+        """(user, device, content) for every existing target device, in request order."""
+        star_users = sorted({m.user_id for m in messages if m.device_id == "*"})
+        named = sorted({(m.user_id, m.device_id) for m in messages if m.device_id != "*"})
+        existing: set[tuple[str, str]] = set()
+        by_user: dict[str, list[str]] = {}
+        if star_users:
+            for user_id, device_id in conn.execute(
+                sa.select(devices.c.user_id, devices.c.device_id)
+                .where(devices.c.user_id.in_(star_users))
+                .order_by(devices.c.user_id, devices.c.device_id)
+            ):
+                by_user.setdefault(user_id, []).append(device_id)
+        if named:
+            existing = {
+                (row.user_id, row.device_id)
+                for row in conn.execute(
+                    sa.select(devices.c.user_id, devices.c.device_id).where(
+                        sa.tuple_(devices.c.user_id, devices.c.device_id).in_(named)
+                    )
+                )
+            }
+        rows: list[tuple[str, str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for m in messages:
+            targets = by_user.get(m.user_id, []) if m.device_id == "*" else (
+                [m.device_id] if (m.user_id, m.device_id) in existing else []
+            )
+            for device_id in targets:
+                # One message per device and request: a device named both directly and
+                # through "*" gets the explicitly addressed content.
+                if (m.user_id, device_id) not in seen:
+                    seen.add((m.user_id, device_id))
+                    rows.append((m.user_id, device_id, m.content))
+        return rows
+
+    async def current_position(self) -> int:
+        return await self.db.read(lambda conn: read_position(conn, STREAM))
+
+    async def deliver(
+        self, user_id: str, device_id: str, acknowledged: int, upto: int, limit: int
+    ) -> tuple[list[InboxMessage], bool]:
+        """Delete what the device acknowledged (positions <= `acknowledged`) and return the
+        next messages up to `upto`, at most `limit`; the flag says whether more wait."""
+        mine = sa.and_(device_inbox.c.user_id == user_id, device_inbox.c.device_id == device_id)
+
+        def read(conn: Connection) -> tuple[bool, list[InboxMessage], bool]:
+            stale = conn.execute(
+                sa.select(device_inbox.c.stream_id)
+                .where(mine, device_inbox.c.stream_id <= acknowledged)
+                .limit(1)
+            ).first()
+            rows = conn.execute(
+                sa.select(device_inbox.c.stream_id, device_inbox.c.sender, device_inbox.c.type,
+                          device_inbox.c.content)
+                .where(mine, device_inbox.c.stream_id > acknowledged,
+                       device_inbox.c.stream_id <= upto)
+                .order_by(device_inbox.c.stream_id)
+                .limit(limit + 1)
+            ).all()
+            messages = [InboxMessage(r.stream_id, r.sender, r.type, r.content) for r in rows]
+            return stale is not None, messages[:limit], len(messages) > limit
+
+        def delete(conn: Connection) -> None:
+            conn.execute(
+                device_inbox.delete().where(mine, device_inbox.c.stream_id <= acknowledged)
+            )
+
+        has_stale, messages, more = await self.db.read(read)
+        if has_stale:
+            await self.db.write(delete)
+        return messages, more

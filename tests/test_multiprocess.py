@@ -1,0 +1,85 @@
+"""Several real `mxkeys serve` processes sharing one PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import selected_backends
+from tests.helpers import Api, free_port
+
+
+def start_process(database_url: str, cwd: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MXKEYS_")}
+    env.update({
+        "MXKEYS_DATABASE_URL": database_url,
+        "MXKEYS_LISTEN": f"127.0.0.1:{port}",
+        "MXKEYS_ENABLE_REGISTRATION": "true",
+        "MXKEYS_LOG_LEVEL": "warning",
+        "MXKEYS_PASSWORD_TIME_COST": "1",
+        "MXKEYS_PASSWORD_MEMORY_COST_KIB": "1024",
+        "MXKEYS_PASSWORD_PARALLELISM": "1",
+    })
+    process = subprocess.Popen([sys.executable, "-m", "mxkeys", "serve"], env=env, cwd=cwd)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/_matrix/client/versions", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("server process did not start")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def two_servers(
+    request: pytest.FixtureRequest, new_database_url, tmp_path
+) -> Iterator[tuple[str, str]]:
+    if "postgres" not in selected_backends(request.config):
+        pytest.skip("PostgreSQL backend not selected")
+    url = new_database_url("postgres")
+    first = start_process(url, str(tmp_path))
+    second = start_process(url, str(tmp_path))
+    try:
+        yield first[1], second[1]
+    finally:
+        for process, _ in (first, second):
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_write_on_one_process_wakes_sync_on_another(two_servers) -> None:
+    url_a, url_b = two_servers
+    with Api(url_a) as a, Api(url_b) as b:
+        alice = a.register()
+        room_id = a.post("createRoom", alice, json={}).json()["room_id"]
+        since = b.get("sync", alice).json()["next_batch"]
+
+        def send_later() -> None:
+            time.sleep(0.5)
+            with Api(url_a) as other:
+                other.put(f"rooms/{room_id}/send/m.room.message/x", alice, json={"body": "hi"})
+
+        thread = threading.Thread(target=send_later)
+        thread.start()
+        started = time.monotonic()
+        body = b.get("sync", alice, params={"since": since, "timeout": "30000"}).json()
+        elapsed = time.monotonic() - started
+        thread.join()
+        assert elapsed < 5, elapsed
+        events = body["rooms"]["join"][room_id]["timeline"]["events"]
+        assert [e["content"]["body"] for e in events] == ["hi"]
+        # A logout through one process revokes the token on the other at once.
+        assert a.post("logout", alice).status_code == 200
+        assert b.get("account/whoami", alice).status_code == 401
