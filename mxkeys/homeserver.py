@@ -8,6 +8,7 @@ from mxkeys.config import Config
 from mxkeys.services.account_data import AccountDataService
 from mxkeys.services.auth import AuthService
 from mxkeys.services.cross_signing import CrossSigningService
+from mxkeys.services.device_lists import DeviceListService
 from mxkeys.services.devices import DeviceService
 from mxkeys.services.filtering import FilterService
 from mxkeys.services.keys import KeyService
@@ -26,6 +27,7 @@ from mxkeys.services.to_device import ToDeviceService
 from mxkeys.services.uia import UiaService
 from mxkeys.storage import Storage
 from mxkeys.storage.database import Database
+from mxkeys.storage.device_keys import DEVICE_LISTS_CHANGED
 from mxkeys.storage.migrate import upgrade
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,11 @@ class HomeServer:
         # Membership events carry the member's profile, and follow its changes.
         self.rooms.profile_of = self.profile.get_profile
         self.profile.add_listener(self.rooms.on_profile_change)
+        self.device_lists = DeviceListService(
+            self.storage.device_lists, self.storage.device_keys, self.notifier
+        )
+        self.sync.add_source(self.device_lists)
+        self.db.on_commit(DEVICE_LISTS_CHANGED, self.device_lists.committed)
 
     def migrate(self) -> None:
         upgrade(self.db.engine)

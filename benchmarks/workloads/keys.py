@@ -26,6 +26,7 @@ from benchmarks.common import (
 
 ALG = "signed_curve25519"
 OTKS_PER_UPLOAD = 50
+CONCURRENCY = 32
 
 
 def b64(size: int) -> str:
@@ -177,7 +178,7 @@ async def query_many_users(ctx: BenchContext) -> dict[str, Any]:
 
 async def upload_concurrent(ctx: BenchContext) -> dict[str, Any]:
     """Many devices upload 50 fresh one-time keys per request at once; each device's uploads
-    go one after another, so every answer's count is known."""
+    go one after another, so every answer's count is known. CONCURRENCY requests in flight."""
     n_devices = ctx.scale(160, 4)
     per_device = ctx.scale(19, 3)  # 19 x 50 keys stays under the 1,000-key default cap
     client = ctx.client
@@ -190,11 +191,15 @@ async def upload_concurrent(ctx: BenchContext) -> dict[str, Any]:
         for d in uploaders
     }
     latencies: list[float] = []
+    # Requests in flight at once. More than the client's connection pool would only queue
+    # inside httpx, whose pool gets slow with many waiters.
+    in_flight = asyncio.Semaphore(CONCURRENCY)
 
     async def run(device: BenchUser) -> None:
         for i, body in enumerate(bodies[device.device_id]):
-            with Stopwatch() as sw:
-                response = await client.raw("POST", "keys/upload", device, content=body)
+            async with in_flight:
+                with Stopwatch() as sw:
+                    response = await client.raw("POST", "keys/upload", device, content=body)
             latencies.append(sw.seconds)
             if response.status_code != 200:
                 raise BenchError(f"keys/upload: {response.status_code}: {response.text[:300]}")

@@ -53,6 +53,18 @@ class KeyBackupData(msgspec.Struct):
     first_message_index: Counter
     forwarded_count: Counter
     is_verified: bool
+    # Kept as the JSON text sent: msgspec checks its syntax (escapes, surrogates, no
+    # NaN) while skipping it, `_new_key` checks it is an object of valid UTF-8. It is stored
+    # and served back verbatim, never parsed into Python objects.
+    session_data: msgspec.Raw
+
+
+class _KeyCheck(msgspec.Struct):
+    """KeyBackupData with `session_data` as a value, to explain a key that failed."""
+
+    first_message_index: Counter
+    forwarded_count: Counter
+    is_verified: bool
     session_data: dict[str, Any]
 
 
@@ -82,12 +94,12 @@ def _key_error(room_id: str, session_id: str, error: str, missing: bool = False)
     return missing_param(message) if missing else invalid_param(message)
 
 
-def _check_ids(room_id: str, session_id: str) -> None:
-    for name, value in (("room ID", room_id), ("session ID", session_id)):
-        if len(value.encode()) > MAX_ID_BYTES:
-            raise _key_error(room_id, session_id, f"{name} longer than {MAX_ID_BYTES} bytes")
-        if "\x00" in value:
-            raise _key_error(room_id, session_id, f"{name} contains NUL")
+def _check_id(room_id: str, session_id: str, name: str, value: str) -> None:
+    # (At most 4 bytes a character: short strings need no encoding to measure.)
+    if len(value) > MAX_ID_BYTES // 4 and len(value.encode()) > MAX_ID_BYTES:
+        raise _key_error(room_id, session_id, f"{name} longer than {MAX_ID_BYTES} bytes")
+    if "\x00" in value:
+        raise _key_error(room_id, session_id, f"{name} contains NUL")
 
 
 def _check_key(room_id: str, session_id: str, value: Any) -> None:
@@ -95,7 +107,7 @@ def _check_key(room_id: str, session_id: str, value: Any) -> None:
     if not isinstance(value, dict):
         raise _key_error(room_id, session_id, "key data must be an object")
     try:
-        msgspec.convert(value, KeyBackupData)
+        msgspec.convert(value, _KeyCheck)
     except msgspec.ValidationError as e:
         message = str(e)
         raise _key_error(
@@ -137,13 +149,20 @@ def _locate_error(body: bytes, room_id: str | None, original: msgspec.Validation
 
 
 def _new_key(room_id: str, session_id: str, key: KeyBackupData) -> NewRoomKey:
+    _check_id(room_id, session_id, "session ID", session_id)
+    try:
+        session_data = str(key.session_data, "utf-8")
+    except UnicodeDecodeError:
+        raise not_json("Request body is not valid UTF-8") from None
+    if not session_data.startswith("{"):
+        raise _key_error(room_id, session_id, "session_data must be an object")
     return NewRoomKey(
         room_id,
         session_id,
         key.first_message_index,
         key.forwarded_count,
         key.is_verified,
-        _encoder.encode(key.session_data).decode(),
+        session_data,
     )
 
 
@@ -175,9 +194,9 @@ async def _uploaded_keys(request: Request) -> list[NewRoomKey]:
         raise not_json() from None
     keys: list[NewRoomKey] = []
     for room, backup in rooms.items():
-        for session, key in backup.sessions.items():
-            _check_ids(room, session)
-            keys.append(_new_key(room, session, key))
+        if backup.sessions:
+            _check_id(room, next(iter(backup.sessions)), "room ID", room)
+        keys.extend([_new_key(room, session, key) for session, key in backup.sessions.items()])
     return keys
 
 

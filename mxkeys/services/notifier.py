@@ -24,6 +24,10 @@ class Notifier:
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
     def counter(self, user_id: str) -> int:
         return self._counters.get(user_id, 0)
 

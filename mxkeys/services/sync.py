@@ -42,6 +42,14 @@ class SyncToken:
         return self.positions[STREAMS.index(stream)]
 
 
+@dataclass(frozen=True, slots=True)
+class SyncContext:
+    """What every source may need besides its own stream's range."""
+
+    events_since: int | None
+    events_upto: int
+
+
 class SyncSource(Protocol):
     """One stream's part of /sync (account data, device lists, to-device...)."""
 
@@ -51,7 +59,7 @@ class SyncSource(Protocol):
 
     async def fill(
         self, who: Requester, since: int | None, upto: int, response: dict[str, Any],
-        sync_filter: Any,
+        sync_filter: Any, context: SyncContext,
     ) -> tuple[bool, int]:
         """Add this stream's news in (since, upto] to `response`. Returns whether there was
         any, and the position the next sync continues from (`upto`, or less when the source
@@ -146,6 +154,7 @@ class SyncService:
             response["rooms"]["invite"][membership.room_id] = {
                 "invite_state": {"events": [stripped_event(e) for e in state]}
             }
+        context = SyncContext(token.get("events") if token else None, data.position)
         for stream in STREAMS[1:]:
             source = self.sources.get(stream)
             if source is None:
@@ -155,7 +164,7 @@ class SyncService:
             since = token.get(stream) if token else None
             if since is not None and since > upto:
                 raise MatrixError(400, "M_INVALID_PARAM", "Sync token is ahead of this server")
-            news, reached = await source.fill(who, since, upto, response, sync_filter)
+            news, reached = await source.fill(who, since, upto, response, sync_filter, context)
             has_news = has_news or news
             positions.append(reached)
         response["next_batch"] = str(SyncToken(tuple(positions)))

@@ -8,7 +8,7 @@ import msgspec
 
 from mxkeys.services.account_data import PUSH_RULES_TYPE, AccountDataService
 from mxkeys.services.auth import Requester
-from mxkeys.services.sync import room_account_data_into
+from mxkeys.services.sync import SyncContext, room_account_data_into
 
 
 class AccountDataSource:
@@ -22,7 +22,7 @@ class AccountDataSource:
 
     async def fill(
         self, who: Requester, since: int | None, upto: int, response: dict[str, Any],
-        sync_filter: Any,
+        sync_filter: Any, context: SyncContext,
     ) -> tuple[bool, int]:
         changes = await self.account_data.get_changes(who.user_id, since or 0, upto)
         global_events: list[dict[str, Any]] = []
@@ -38,13 +38,12 @@ class AccountDataSource:
                 by_room.setdefault(room_id, []).append(event)
         news = bool(global_events or by_room)
         source = self.account_data.push_rules_source
-        if (
-            since is None
-            and source is not None
-            and sync_filter.account_data_allows(PUSH_RULES_TYPE)
-            and not any(e["type"] == PUSH_RULES_TYPE for e in global_events)
+        if since is None and source is not None and sync_filter.account_data_allows(
+            PUSH_RULES_TYPE
         ):
-            # Clients read their push rules from the initial sync even if never changed.
+            # Clients read their push rules from the initial sync even if never changed; the
+            # rule set is built fresh so new server defaults show up.
+            global_events = [e for e in global_events if e["type"] != PUSH_RULES_TYPE]
             global_events.append({"type": PUSH_RULES_TYPE, "content": await source(who.user_id)})
         response["account_data"]["events"] = global_events
         for room_id, events in by_room.items():

@@ -12,6 +12,7 @@ from mxkeys.errors import invalid_param
 from mxkeys.ids import now_ms, split_user_id
 from mxkeys.services.auth import Requester
 from mxkeys.services.notifier import Notifier
+from mxkeys.services.sync import SyncContext
 from mxkeys.storage.to_device import OutgoingMessage, ToDeviceStore
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class ToDeviceService:
 
     async def fill(
         self, who: Requester, since: int | None, upto: int, response: dict[str, Any],
-        sync_filter: Any,
+        sync_filter: Any, context: SyncContext,
     ) -> tuple[bool, int]:
         messages, more = await self.store.deliver(
             who.user_id, who.device_id, since or 0, upto, MAX_MESSAGES_PER_SYNC

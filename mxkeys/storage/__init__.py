@@ -6,6 +6,7 @@ from mxkeys.storage.account_data import AccountDataStore
 from mxkeys.storage.accounts import AccountStore
 from mxkeys.storage.database import Database
 from mxkeys.storage.device_keys import DeviceKeysStore
+from mxkeys.storage.device_lists import DeviceListStore
 from mxkeys.storage.filters import FilterStore
 from mxkeys.storage.profile import ProfileStore
 from mxkeys.storage.pushrules import PushRulesStore
@@ -32,3 +33,4 @@ class Storage:
         self.rooms = RoomStore(db)
         self.server_keys = ServerKeyStore(db)
         self.to_device = ToDeviceStore(db)
+        self.device_lists = DeviceListStore(db)

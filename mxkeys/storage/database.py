@@ -88,6 +88,7 @@ class Database:
         self.engine = create_db_engine(url, pool_size)
         self.dialect = self.engine.dialect.name  # "sqlite" or "postgresql"
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="mxkeys-db")
+        self._commit_hooks: dict[str, Callable[[Any], None]] = {}
         # SQLite has one writer at a time; queue our own writers on a lock.
         self._write_lock: threading.Lock | None = (
             threading.Lock() if self.dialect == "sqlite" else None
@@ -97,20 +98,34 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    def on_commit(self, key: str, hook: Callable[[Any], None]) -> None:
+        """Call `hook(value)` after a transaction that set `conn.info[key]` commits (in the
+        storage thread; rolled-back transactions call nothing)."""
+        self._commit_hooks[key] = hook
+
     @contextlib.contextmanager
     def _transaction(self, write: bool) -> Iterator[Connection]:
         lock = self._write_lock if write else None
         if lock is not None:
             lock.acquire()
+        pending: dict[str, Any] = {}
         try:
             with self.engine.connect() as conn:
                 if write:
                     conn = conn.execution_options(**{_WRITE: True})
-                with conn.begin():
-                    yield conn
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    # conn.info outlives the transaction (it belongs to the pooled
+                    # connection): always take our keys out of it.
+                    pending = {k: conn.info.pop(k) for k in list(self._commit_hooks)
+                               if k in conn.info}
         finally:
             if lock is not None:
                 lock.release()
+        for key, value in pending.items():
+            self._commit_hooks[key](value)
 
     def run_sync(self, fn: Callable[[Connection], T], write: bool = True) -> T:
         with self._transaction(write) as conn:

@@ -13,10 +13,13 @@ serialized anyway. Only transactions that change the device list take that lock.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -31,6 +34,8 @@ from mxkeys.storage.schema import (
     one_time_keys,
     users,
 )
+
+T = TypeVar("T")
 
 # pg_advisory_xact_lock key serializing device-list stream writers ("dlst").
 _DEVICE_LIST_LOCK = 0x646C7374
@@ -136,6 +141,9 @@ class OneTimeKeyLimit(Exception):
 # -- the device-list stream, usable from other stores' transactions --------------------------
 
 
+DEVICE_LISTS_CHANGED = "mxkeys.device_lists_changed"
+
+
 def record_device_list_changes(
     conn: Connection, user_id: str, device_ids: Sequence[str | None]
 ) -> int:
@@ -143,6 +151,8 @@ def record_device_list_changes(
     device-list stream in the caller's transaction. Returns the last position written."""
     if not device_ids:
         return 0
+    # After commit, the database's hook wakes the syncs of everyone sharing a room with them.
+    conn.info.setdefault(DEVICE_LISTS_CHANGED, set()).add(user_id)
     if conn.dialect.name == "postgresql":
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DEVICE_LIST_LOCK)))
     rows = [{"user_id": user_id, "device_id": d} for d in dict.fromkeys(device_ids)]
@@ -212,9 +222,155 @@ _CLAIM_POSTGRES = sa.text(
 )
 
 
+# Uploads insert all their one-time keys with one statement and few parameters.
+_INSERT_OTKS_SQLITE = sa.text(
+    """
+    INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json)
+    SELECT :user_id, :device_id, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+           json_extract(value, '$[2]')
+    FROM json_each(:keys) WHERE true
+    ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING
+    RETURNING algorithm, key_id
+    """
+)
+_INSERT_OTKS_POSTGRES = sa.text(
+    """
+    INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json)
+    SELECT :user_id, :device_id, a, k, j
+    FROM unnest(CAST(:algorithms AS text[]), CAST(:key_ids AS text[]),
+                CAST(:key_jsons AS text[])) AS t(a, k, j)
+    ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING
+    RETURNING algorithm, key_id
+    """
+)
+_COUNT_OTKS = sa.text(
+    """
+    SELECT algorithm, count(*) FROM one_time_keys
+    WHERE user_id = :user_id AND device_id = :device_id
+    GROUP BY algorithm
+    """
+)
+_json = msgspec.json.Encoder()
+
+
+def _in_list(dialect: str, param: str) -> str:
+    """SQL for "IN the list bound as :param": a JSON array on SQLite, an array on PostgreSQL.
+    One parameter however long the list, so no statement grows with the request."""
+    if dialect == "postgresql":
+        return f"(SELECT unnest(CAST(:{param} AS text[])))"
+    return f"(SELECT value FROM json_each(:{param}))"
+
+
+def _query_statements(dialect: str) -> tuple[sa.TextClause, ...]:
+    """The four statements of `query_keys`."""
+    users_in = _in_list(dialect, "users")
+    if dialect == "postgresql":
+        pairs = "SELECT * FROM unnest(CAST(:pair_users AS text[]), CAST(:pair_devices AS text[]))"
+    else:
+        pairs = (
+            "SELECT u.value, d.value FROM json_each(:pair_users) AS u"
+            " JOIN json_each(:pair_devices) AS d ON d.key = u.key"
+        )
+    return (
+        sa.text(f"SELECT user_id FROM users WHERE user_id IN {users_in}"),
+        sa.text(
+            f"""
+            SELECT k.user_id, k.device_id, d.display_name, k.key_json
+            FROM device_keys AS k
+            JOIN devices AS d ON d.user_id = k.user_id AND d.device_id = k.device_id
+            WHERE k.user_id IN {_in_list(dialect, "all_of")}
+               OR (k.user_id, k.device_id) IN ({pairs})
+            """
+        ),
+        sa.text(
+            f"""
+            SELECT user_id, usage, key_id, key_json FROM cross_signing_keys
+            WHERE user_id IN {users_in}
+              AND (usage != '{USER_SIGNING}' OR user_id = :requester)
+            """
+        ),
+        # Signatures the requester may see: made by the key's owner, or by the requester.
+        sa.text(
+            f"""
+            SELECT target_user_id, target_key_id, signer_user_id, signing_key_id, signature
+            FROM cross_signing_signatures
+            WHERE target_user_id IN {users_in}
+              AND (signer_user_id = target_user_id OR signer_user_id = :requester)
+            """
+        ),
+    )
+
+
+# How many waiting uploads one group-commit transaction takes at most.
+_MAX_BATCH = 64
+
+
+class _GroupCommit:
+    """Runs concurrent writes of the same kind together in one transaction (SQLite).
+
+    SQLite has one writer at a time and every commit costs a WAL write, so with many devices
+    uploading keys at once the commits, not the statements, would set the pace. Writes that
+    arrive while a transaction runs queue up and go together into the next one, each inside
+    its own SAVEPOINT: one that fails (a conflicting key, the key cap) is rolled back alone and
+    fails alone, the others commit. A request still gets its answer only after its commit.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._pending: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def submit(self, fn: Callable[[Connection], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, future))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[:_MAX_BATCH]
+            del self._pending[:_MAX_BATCH]
+            try:
+                outcomes = await self.db.write(lambda conn, b=batch: self._run(conn, b))
+            except Exception as e:  # the transaction itself failed: so did every write in it
+                outcomes = [e] * len(batch)
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    @staticmethod
+    def _run(
+        conn: Connection, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]
+    ) -> list[Any]:
+        if len(batch) == 1:  # alone: a failure rolls back the whole transaction
+            return [batch[0][0](conn)]
+        outcomes: list[Any] = []
+        for fn, _ in batch:
+            savepoint = conn.begin_nested()
+            try:
+                outcomes.append(fn(conn))
+            except Exception as e:
+                savepoint.rollback()
+                outcomes.append(e)
+            else:
+                savepoint.commit()
+        return outcomes
+
+
 class DeviceKeysStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._upload_batcher = _GroupCommit(db) if db.dialect == "sqlite" else None
+        self._query_statements = _query_statements(db.dialect)
+
+    def _list_param(self, values: list[str]) -> object:
+        """A list of strings as ONE bound parameter (see `_in_list`)."""
+        return values if self.db.dialect == "postgresql" else _json.encode(values).decode()
 
     # -- upload ---------------------------------------------------------------------------
 
@@ -235,7 +391,7 @@ class DeviceKeysStore:
         request adds to raises `OneTimeKeyLimit`. Either rolls everything back.
         """
 
-        def txn(conn: Connection) -> dict[str, int]:
+        def apply(conn: Connection) -> dict[str, int]:
             if device_keys_json is not None:
                 self._set_device_keys(conn, user_id, device_id, device_keys_json)
             added: set[str] = set()
@@ -251,7 +407,9 @@ class DeviceKeysStore:
                     raise OneTimeKeyLimit(algorithm, counts[algorithm], max_one_time_keys)
             return counts
 
-        return await self.db.write(txn)
+        if self._upload_batcher is not None:
+            return await self._upload_batcher.submit(apply)
+        return await self.db.write(apply)
 
     def _set_device_keys(
         self, conn: Connection, user_id: str, device_id: str, key_json: str
@@ -284,22 +442,16 @@ class DeviceKeysStore:
         same_key: Callable[[str, str], bool],
     ) -> set[str]:
         """Insert the keys not stored yet; returns the algorithms that got new keys."""
-        stmt = (
-            dialect_insert(self.db.dialect, one_time_keys)
-            .on_conflict_do_nothing(index_elements=["user_id", "device_id", "algorithm", "key_id"])
-            .returning(one_time_keys.c.algorithm, one_time_keys.c.key_id)
-        )
-        rows = [
-            {
-                "user_id": user_id,
-                "device_id": device_id,
-                "algorithm": k.algorithm,
-                "key_id": k.key_id,
-                "key_json": k.key_json,
-            }
-            for k in keys
-        ]
-        inserted = {(r.algorithm, r.key_id) for r in conn.execute(stmt, rows)}
+        params: dict[str, object] = {"user_id": user_id, "device_id": device_id}
+        if self.db.dialect == "postgresql":
+            params["algorithms"] = [k.algorithm for k in keys]
+            params["key_ids"] = [k.key_id for k in keys]
+            params["key_jsons"] = [k.key_json for k in keys]
+            rows = conn.execute(_INSERT_OTKS_POSTGRES, params)
+        else:
+            params["keys"] = _json.encode([(k.algorithm, k.key_id, k.key_json) for k in keys])
+            rows = conn.execute(_INSERT_OTKS_SQLITE, params)
+        inserted = {(r.algorithm, r.key_id) for r in rows}
         if len(inserted) == len(keys):
             return {a for a, _ in inserted}
         already = [k for k in keys if (k.algorithm, k.key_id) not in inserted]
@@ -355,12 +507,8 @@ class DeviceKeysStore:
 
     @staticmethod
     def _count_one_time_keys(conn: Connection, user_id: str, device_id: str) -> dict[str, int]:
-        query = (
-            sa.select(one_time_keys.c.algorithm, sa.func.count())
-            .where(one_time_keys.c.user_id == user_id, one_time_keys.c.device_id == device_id)
-            .group_by(one_time_keys.c.algorithm)
-        )
-        return {algorithm: int(n) for algorithm, n in conn.execute(query)}
+        rows = conn.execute(_COUNT_OTKS, {"user_id": user_id, "device_id": device_id})
+        return {algorithm: int(n) for algorithm, n in rows}
 
     async def count_one_time_keys(self, user_id: str, device_id: str) -> dict[str, int]:
         return await self.db.read(lambda conn: self._count_one_time_keys(conn, user_id, device_id))
@@ -398,59 +546,23 @@ class DeviceKeysStore:
         exist. Four statements."""
         users_queried = list(dict.fromkeys([*all_devices_of, *(u for u, _ in some_devices)]))
 
+        params = {
+            "requester": requester,
+            "users": self._list_param(users_queried),
+            "all_of": self._list_param(list(all_devices_of)),
+            "pair_users": self._list_param([u for u, _ in some_devices]),
+            "pair_devices": self._list_param([d for _, d in some_devices]),
+        }
+
         def txn(conn: Connection) -> KeyQueryResult:
             result = KeyQueryResult()
             if not users_queried:
                 return result
-            query = sa.select(users.c.user_id).where(users.c.user_id.in_(users_queried))
-            result.existing_users = list(conn.execute(query).scalars())
-            conditions = []
-            if all_devices_of:
-                conditions.append(device_keys.c.user_id.in_(list(all_devices_of)))
-            if some_devices:
-                conditions.append(
-                    sa.tuple_(device_keys.c.user_id, device_keys.c.device_id).in_(
-                        list(some_devices)
-                    )
-                )
-            query = (
-                sa.select(
-                    device_keys.c.user_id,
-                    device_keys.c.device_id,
-                    devices.c.display_name,
-                    device_keys.c.key_json,
-                )
-                .join(
-                    devices,
-                    sa.and_(
-                        devices.c.user_id == device_keys.c.user_id,
-                        devices.c.device_id == device_keys.c.device_id,
-                    ),
-                )
-                .where(sa.or_(*conditions))
-            )
-            result.devices = [QueriedDevice(*row) for row in conn.execute(query)]
-            query = sa.select(
-                cross_signing_keys.c.user_id,
-                cross_signing_keys.c.usage,
-                cross_signing_keys.c.key_id,
-                cross_signing_keys.c.key_json,
-            ).where(
-                cross_signing_keys.c.user_id.in_(users_queried),
-                sa.or_(
-                    cross_signing_keys.c.usage != USER_SIGNING,
-                    cross_signing_keys.c.user_id == requester,
-                ),
-            )
-            result.cross_signing_keys = [CrossSigningKey(*row) for row in conn.execute(query)]
-            s = cross_signing_signatures.c
-            query = sa.select(
-                s.target_user_id, s.target_key_id, s.signer_user_id, s.signing_key_id, s.signature
-            ).where(
-                s.target_user_id.in_(users_queried),
-                sa.or_(s.signer_user_id == s.target_user_id, s.signer_user_id == requester),
-            )
-            result.signatures = [Signature(*row) for row in conn.execute(query)]
+            q = self._query_statements
+            result.existing_users = list(conn.execute(q[0], params).scalars())
+            result.devices = [QueriedDevice(*row) for row in conn.execute(q[1], params)]
+            result.cross_signing_keys = [CrossSigningKey(*r) for r in conn.execute(q[2], params)]
+            result.signatures = [Signature(*row) for row in conn.execute(q[3], params)]
             return result
 
         return await self.db.read(txn)

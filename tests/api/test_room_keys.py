@@ -614,3 +614,19 @@ def test_users_cannot_see_or_touch_each_others_backups(api: Api) -> None:
     info = version_info(api, alice)
     assert info["auth_data"] == AUTH_DATA and info["count"] == 1
     assert get_all(api, alice, version)["rooms"][ROOM]["sessions"][SESSION] == key(1)
+
+
+@pytest.mark.parametrize(
+    "session_data",
+    [b'{"a":"\xff"}', rb'{"a":"\ud800"}', b'{"a":NaN}', b'{"a":"x\x01"}', b'{"a":1,}'],
+)
+def test_session_data_must_be_valid_json(api: Api, session_data: bytes) -> None:
+    user = api.register()
+    version = create_backup(api, user)
+    body = (
+        b'{"rooms":{"!r:x":{"sessions":{"s":{"first_message_index":0,"forwarded_count":0,'
+        b'"is_verified":false,"session_data":' + session_data + b"}}}}}"
+    )
+    response = api.put("room_keys/keys", user, content=body, params={"version": version})
+    assert_error(response, 400, "M_NOT_JSON")
+    assert version_info(api, user)["count"] == 0

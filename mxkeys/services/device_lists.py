@@ -1,0 +1,78 @@
+"""Device-list tracking (spec: "Tracking the device list for a user", "Extensions to /sync"):
+`device_lists` and the one-time/fallback key counts in `/sync`, `/keys/changes`, and waking
+the syncs of everyone who shares a room with a user whose devices or keys changed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from mxkeys.errors import invalid_param
+from mxkeys.services.auth import Requester
+from mxkeys.services.notifier import Notifier
+from mxkeys.services.sync import SyncContext, SyncToken
+from mxkeys.storage.device_keys import DeviceKeysStore
+from mxkeys.storage.device_lists import DeviceListStore
+
+
+class DeviceListService:
+    stream = "device_lists"
+
+    def __init__(
+        self, store: DeviceListStore, keys: DeviceKeysStore, notifier: Notifier
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.notifier = notifier
+
+    async def changed(self, user_ids: Iterable[str]) -> None:
+        """Wake these users and everyone sharing a room with them (after the change
+        committed)."""
+        wake: set[str] = set()
+        for user_id in user_ids:
+            wake |= await self.store.users_sharing_rooms(user_id)
+        self.notifier.notify_users(sorted(wake))
+
+    def committed(self, user_ids: set[str]) -> None:
+        """Database commit hook (runs in a storage thread): schedule the wake-up."""
+        loop = self.notifier.loop
+        if loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self.changed(user_ids), loop)
+
+    async def current_position(self) -> int:
+        return await self.keys.current_device_list_position()
+
+    async def fill(
+        self, who: Requester, since: int | None, upto: int, response: dict[str, Any],
+        sync_filter: Any, context: SyncContext,
+    ) -> tuple[bool, int]:
+        counts = await self.keys.count_one_time_keys(who.user_id, who.device_id)
+        response["device_one_time_keys_count"] = {"signed_curve25519": 0, **counts}
+        response["device_unused_fallback_key_types"] = await self.keys.unused_fallback_key_types(
+            who.user_id, who.device_id
+        )
+        if since is None or context.events_since is None:
+            return False, upto  # device_lists are only reported incrementally
+        changed, left = await self.store.changes_for(
+            who.user_id, since, upto, context.events_since, context.events_upto
+        )
+        response["device_lists"] = {"changed": sorted(changed), "left": sorted(left)}
+        return bool(changed or left), upto
+
+    async def keys_changes(self, user_id: str, from_token: str, to_token: str) -> dict[str, Any]:
+        """`GET /keys/changes`: the same answer as /sync's device_lists between two tokens."""
+        start = SyncToken.parse(from_token)
+        end = SyncToken.parse(to_token)
+        if start.get("device_lists") > end.get("device_lists") or start.get(
+            "events"
+        ) > end.get("events"):
+            raise invalid_param("'from' is after 'to'")
+        changed, left = await self.store.changes_for(
+            user_id,
+            start.get("device_lists"),
+            end.get("device_lists"),
+            start.get("events"),
+            end.get("events"),
+        )
+        return {"changed": sorted(changed), "left": sorted(left)}
