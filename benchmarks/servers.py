@@ -79,7 +79,7 @@ def mxkeys_server(backend: str) -> Iterator[RunningServer]:
         "MXKEYS_DATABASE_URL": database_url,
         "MXKEYS_LISTEN": f"127.0.0.1:{port}",
         "MXKEYS_ENABLE_REGISTRATION": "true",
-        "MXKEYS_LOG_LEVEL": "warning",
+        "MXKEYS_LOG_LEVEL": os.environ.get("MXKEYS_LOG_LEVEL", "warning"),
         # Registration is setup, not measured: keep password hashing cheap.
         "MXKEYS_PASSWORD_TIME_COST": "1",
         "MXKEYS_PASSWORD_MEMORY_COST_KIB": "8192",

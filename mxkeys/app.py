@@ -71,6 +71,7 @@ def create_app(config: Config, homeserver: HomeServer | None = None) -> ASGIApp:
             if wakeups is not None:
                 hs.notifier.publish = None
                 wakeups.stop()
+            await hs.to_device.flush_acknowledged()
             hs.close()
 
     routes = build_routes()

@@ -118,6 +118,9 @@ def _serve(config: Config) -> int:
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=5,
+        # Clients keep connections open between long-polls; closing idle ones after the
+        # default 5 s makes them race a request against the close.
+        timeout_keep_alive=75,
     )
     return 0
 

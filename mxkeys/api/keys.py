@@ -16,8 +16,9 @@ Timeout = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
 
 class UploadBody(msgspec.Struct):
     device_keys: dict[str, Any] | None = None
-    one_time_keys: dict[str, Any] | None = None
-    fallback_keys: dict[str, Any] | None = None
+    # Raw: each key is validated and stored as sent, not decoded into Python objects.
+    one_time_keys: dict[str, msgspec.Raw] | None = None
+    fallback_keys: dict[str, msgspec.Raw] | None = None
 
 
 class QueryBody(msgspec.Struct):

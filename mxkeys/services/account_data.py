@@ -64,7 +64,7 @@ class AccountDataService:
             check_room_id(room_id)
         encoded = msgspec.json.encode(content).decode()
         position = await self.store.put(user_id, room_id, data_type, encoded)
-        self.notifier.notify_users([user_id])
+        self.notifier.notify_users([user_id], ["account_data"])
         return position
 
     async def get_json(self, user_id: str, room_id: str | None, data_type: str) -> str:

@@ -32,7 +32,7 @@ class DeviceListService:
         wake: set[str] = set()
         for user_id in user_ids:
             wake |= await self.store.users_sharing_rooms(user_id)
-        self.notifier.notify_users(sorted(wake))
+        self.notifier.notify_users(sorted(wake), [self.stream])
 
     def committed(self, user_ids: set[str]) -> None:
         """Database commit hook (runs in a storage thread): schedule the wake-up."""

@@ -41,6 +41,16 @@ USAGE_FIELDS = {
 # Sorted keys, compact: equal objects get equal text, so "unchanged" is a text comparison.
 _encoder = msgspec.json.Encoder(order="sorted")
 _decoder = msgspec.json.Decoder()
+
+
+class KeyObject(msgspec.Struct):
+    """What a one-time or fallback key object must hold (other fields are kept as sent)."""
+
+    key: str
+    signatures: dict[str, dict[str, str]]
+
+
+_key_decoder = msgspec.json.Decoder(str | KeyObject)
 # Until federation exists, keys of users on other servers cannot be fetched.
 REMOTE_FAILURE = {"status": 503, "message": "Federation is not supported by this server yet"}
 
@@ -49,7 +59,7 @@ def encode_json(value: Any) -> str:
     return _encoder.encode(value).decode()
 
 
-def decode_json(text: str) -> Any:
+def decode_json(text: str | bytes) -> Any:
     return _decoder.decode(text)
 
 
@@ -103,18 +113,21 @@ class KeyService:
         user_id: str,
         device_id: str,
         device_keys: dict[str, Any] | None,
-        one_time_keys: dict[str, Any] | None,
-        fallback_keys: dict[str, Any] | None,
+        one_time_keys: Mapping[str, msgspec.Raw] | None,
+        fallback_keys: Mapping[str, msgspec.Raw] | None,
     ) -> dict[str, int]:
         """Validate the whole request, then store it in one transaction (a 4xx stores
-        nothing). Returns the device's unclaimed one-time key counts."""
+        nothing). Returns the device's unclaimed one-time key counts.
+
+        Keys arrive as raw JSON text: one-time keys are stored as sent (after validation),
+        fallback keys re-encoded with sorted keys so that a re-upload compares equal."""
         device_keys_json = (
             self._check_device_keys(device_keys, user_id, device_id)
             if device_keys is not None
             else None
         )
-        otks = self._check_keys("one_time_keys", one_time_keys or {})
-        fallbacks = self._check_keys("fallback_keys", fallback_keys or {})
+        otks = self._check_keys("one_time_keys", one_time_keys or {}, canonical=False)
+        fallbacks = self._check_keys("fallback_keys", fallback_keys or {}, canonical=True)
         per_algorithm: dict[str, int] = defaultdict(int)
         for key in otks:
             per_algorithm[key.algorithm] += 1
@@ -193,20 +206,23 @@ class KeyService:
         return encode_json(stored)
 
     @staticmethod
-    def _check_keys(field_name: str, keys: Mapping[str, Any]) -> list[NewKey]:
+    def _check_keys(
+        field_name: str, keys: Mapping[str, msgspec.Raw], canonical: bool
+    ) -> list[NewKey]:
         out: list[NewKey] = []
-        for name, value in keys.items():
+        for name, raw in keys.items():
             algorithm, sep, key_id = name.partition(":")
             if not algorithm or not sep or not key_id:
                 raise bad_json(f"{field_name}: {name!r} is not named <algorithm>:<key_id>")
-            if isinstance(value, dict):
-                if not isinstance(value.get("key"), str):
-                    raise bad_json(f"{field_name}.{name}.key must be a string")
-                if not isinstance(value.get("signatures"), dict):
-                    raise bad_json(f"{field_name}.{name}.signatures must be an object")
-            elif not isinstance(value, str):
-                raise bad_json(f"{field_name}.{name} must be a string or a key object")
-            out.append(NewKey(algorithm, key_id, encode_json(value)))
+            try:
+                _key_decoder.decode(raw)
+            except msgspec.ValidationError as e:
+                raise bad_json(
+                    f"{field_name}.{name} must be a string or an object with a string 'key' "
+                    f"and 'signatures': {e}"
+                ) from None
+            text = encode_json(decode_json(bytes(raw))) if canonical else bytes(raw).decode()
+            out.append(NewKey(algorithm, key_id, text))
         return out
 
     # -- /keys/query ------------------------------------------------------------------------
@@ -235,20 +251,24 @@ class KeyService:
 
         result_devices: dict[str, dict[str, Any]] = {u: {} for u in found.existing_users}
         for d in found.devices:
-            unsigned = {"device_display_name": d.display_name} if d.display_name is not None else {}
-            extra = sigs.get((d.user_id, d.device_id))
+            extra = sigs.get((d.user_id, d.device_id)) if sigs else None
             if extra:
                 obj = decode_json(d.key_json)
                 add_signatures(obj, extra)
-                obj["unsigned"] = unsigned
+                obj["unsigned"] = (
+                    {"device_display_name": d.display_name} if d.display_name is not None else {}
+                )
                 entry: Any = obj
             else:
                 # Splice `unsigned` into the stored object text (a non-empty JSON object
                 # without `unsigned`): no decoding and re-encoding of every device.
-                entry = msgspec.Raw(
-                    (d.key_json[:-1] + ',"unsigned":' + encode_json(unsigned) + "}").encode()
-                )
-            result_devices.setdefault(d.user_id, {})[d.device_id] = entry
+                if d.display_name is None:
+                    tail = ',"unsigned":{}}'
+                else:
+                    name = encode_json(d.display_name)
+                    tail = ',"unsigned":{"device_display_name":' + name + "}}"
+                entry = msgspec.Raw((d.key_json[:-1] + tail).encode())
+            result_devices[d.user_id][d.device_id] = entry
 
         response: dict[str, Any] = {
             "device_keys": result_devices,

@@ -3,7 +3,9 @@
 Each user has a change counter. A sync reads the counter *before* it looks for news in the
 database, then waits for the counter to move; a write bumps the counters of everyone it
 concerns *after* its transaction commits. So a change that commits after the sync looked is
-always seen by the wait: no lost wake-ups. Another process's writes arrive through
+always seen by the wait: no lost wake-ups. A notification names the streams that changed
+(events, account_data, device_lists, to_device), so a woken sync rebuilds only those parts;
+no names means "anything may have changed". Another process's writes arrive through
 `notify_users` too (PostgreSQL LISTEN/NOTIFY feeds it; see `storage.notifications`).
 """
 
@@ -12,14 +14,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
+ALL_STREAMS = "*"
+
+
+class _Waiter:
+    __slots__ = ("event", "streams")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.streams: set[str] = set()
+
 
 class Notifier:
     def __init__(self) -> None:
         self._counters: dict[str, int] = {}
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._waiters: dict[str, set[_Waiter]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         # Set when another process must hear about local changes (PostgreSQL NOTIFY).
-        self.publish: Callable[[list[str]], None] | None = None
+        self.publish: Callable[[list[str], list[str]], None] | None = None
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -31,37 +43,45 @@ class Notifier:
     def counter(self, user_id: str) -> int:
         return self._counters.get(user_id, 0)
 
-    def notify_users(self, user_ids: Iterable[str], publish: bool = True) -> None:
+    def notify_users(
+        self,
+        user_ids: Iterable[str],
+        streams: Iterable[str] | None = None,
+        publish: bool = True,
+    ) -> None:
         """Wake every sync of these users (call after the change has committed)."""
         users = list(dict.fromkeys(user_ids))
+        names = sorted(set(streams)) if streams is not None else [ALL_STREAMS]
         for user_id in users:
             self._counters[user_id] = self._counters.get(user_id, 0) + 1
-            for event in self._waiters.get(user_id, ()):
-                event.set()
+            for waiter in self._waiters.get(user_id, ()):
+                waiter.streams.update(names)
+                waiter.event.set()
         if publish and users and self.publish is not None:
-            self.publish(users)
+            self.publish(users, names)
 
-    def notify_users_threadsafe(self, user_ids: list[str]) -> None:
+    def notify_users_threadsafe(self, user_ids: list[str], streams: list[str]) -> None:
         """`notify_users` from another thread (the LISTEN thread), without re-publishing."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.notify_users, user_ids, False)
+            self._loop.call_soon_threadsafe(self.notify_users, user_ids, streams, False)
 
-    async def wait(self, user_id: str, seen: int, timeout_s: float) -> bool:
-        """Wait until the user's counter moves past `seen`; False on timeout."""
+    async def wait(self, user_id: str, seen: int, timeout_s: float) -> set[str] | None:
+        """Wait until the user's counter moves past `seen`. Returns the streams named by the
+        notifications (`{"*"}` when unknown), or None on timeout."""
         if self.counter(user_id) != seen:
-            return True
-        event = asyncio.Event()
+            return {ALL_STREAMS}
+        waiter = _Waiter()
         waiters = self._waiters.setdefault(user_id, set())
-        waiters.add(event)
+        waiters.add(waiter)
         try:
-            if self.counter(user_id) != seen:
-                return True
             try:
-                await asyncio.wait_for(event.wait(), timeout_s)
+                await asyncio.wait_for(waiter.event.wait(), timeout_s)
             except TimeoutError:
-                return False
-            return True
+                return None
+            # Let notifications of the same moment arrive before rebuilding.
+            await asyncio.sleep(0)
+            return set(waiter.streams)
         finally:
-            waiters.discard(event)
+            waiters.discard(waiter)
             if not waiters:
                 self._waiters.pop(user_id, None)

@@ -287,7 +287,7 @@ class PushRulesService:
             )
 
         position = await self.store.update(user_id, change)
-        self.notifier.notify_users([user_id])
+        self.notifier.notify_users([user_id], ["account_data"])
         return position
 
     async def put_rule(

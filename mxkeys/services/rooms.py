@@ -188,7 +188,7 @@ class RoomService:
     ) -> Persisted:
         persisted = await self.store.persist_event(room_id, wanted_state, build, **kwargs)
         if persisted.notify:
-            self.notifier.notify_users(persisted.notify)
+            self.notifier.notify_users(persisted.notify, ["events"])
         return persisted
 
     async def send(

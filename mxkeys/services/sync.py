@@ -7,7 +7,6 @@ the other streams plug in as `SyncSource`s that add their part of the response.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any, Protocol
 from mxkeys.errors import MatrixError
 from mxkeys.services.auth import Requester
 from mxkeys.services.client_events import client_event, stripped_event
-from mxkeys.services.notifier import Notifier
+from mxkeys.services.notifier import ALL_STREAMS, Notifier
 from mxkeys.services.rooms import RoomService
 from mxkeys.storage.rooms import FutureToken, SyncRoom, load_sync_rooms
 
@@ -93,20 +92,52 @@ class SyncService:
     ) -> dict[str, Any]:
         token = SyncToken.parse(since) if since else None
         deadline = time.monotonic() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
+        seen = self.notifier.counter(who.user_id)
+        response, has_news, positions, context = await self._build(
+            who, token, sync_filter, full_state
+        )
         while True:
-            seen = self.notifier.counter(who.user_id)
-            response, has_news = await self._build(who, token, sync_filter, full_state)
             remaining = deadline - time.monotonic()
             if token is None or full_state or has_news or remaining <= 0:
-                return response
-            if not await self.notifier.wait(who.user_id, seen, remaining):
-                return response
-            # Woken: loop and build again (the news may be for a filtered-out room).
-            await asyncio.sleep(0)
+                break
+            streams = await self.notifier.wait(who.user_id, seen, remaining)
+            if streams is None:
+                break
+            seen = self.notifier.counter(who.user_id)
+            if ALL_STREAMS in streams or "events" in streams:
+                response, has_news, positions, context = await self._build(
+                    who, token, sync_filter, full_state
+                )
+                continue
+            # Only side streams changed: refresh just those parts of the response.
+            for index, stream in enumerate(STREAMS):
+                source = self.sources.get(stream)
+                if stream in streams and source is not None:
+                    news, positions[index] = await self._fill(
+                        source, who, token, response, sync_filter, context
+                    )
+                    has_news = has_news or news
+        response["next_batch"] = str(SyncToken(tuple(positions)))
+        return response
+
+    async def _fill(
+        self,
+        source: SyncSource,
+        who: Requester,
+        token: SyncToken | None,
+        response: dict[str, Any],
+        sync_filter: Any,
+        context: SyncContext,
+    ) -> tuple[bool, int]:
+        upto = await source.current_position()
+        since = token.get(source.stream) if token else None
+        if since is not None and since > upto:
+            raise MatrixError(400, "M_INVALID_PARAM", "Sync token is ahead of this server")
+        return await source.fill(who, since, upto, response, sync_filter, context)
 
     async def _build(
         self, who: Requester, token: SyncToken | None, sync_filter: Any, full_state: bool
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[dict[str, Any], bool, list[int], SyncContext]:
         limit = sync_filter.timeline_limit
         try:
             data = await load_sync_rooms(
@@ -160,15 +191,10 @@ class SyncService:
             if source is None:
                 positions.append(0)
                 continue
-            upto = await source.current_position()
-            since = token.get(stream) if token else None
-            if since is not None and since > upto:
-                raise MatrixError(400, "M_INVALID_PARAM", "Sync token is ahead of this server")
-            news, reached = await source.fill(who, since, upto, response, sync_filter, context)
+            news, reached = await self._fill(source, who, token, response, sync_filter, context)
             has_news = has_news or news
             positions.append(reached)
-        response["next_batch"] = str(SyncToken(tuple(positions)))
-        return response, has_news
+        return response, has_news, positions, context
 
     def _room_entry(
         self,

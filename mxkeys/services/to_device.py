@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 # Messages delivered per /sync response; the rest follow in the next sync, at once.
 MAX_MESSAGES_PER_SYNC = 100
 MAX_EVENT_TYPE_LENGTH = 255
+ACK_FLUSH_DELAY_S = 0.05
 
 _encode = msgspec.json.Encoder().encode
 
@@ -31,6 +33,8 @@ class ToDeviceService:
         self.store = store
         self.notifier = notifier
         self.server_name = server_name
+        self._acks: dict[tuple[str, str], int] = {}
+        self._flush_task: asyncio.Task[None] | None = None
 
     async def send(
         self,
@@ -59,7 +63,30 @@ class ToDeviceService:
             requester.user_id, requester.device_id, txn_id, event_type, outgoing, now_ms()
         )
         if recipients:
-            self.notifier.notify_users(recipients)
+            self.notifier.notify_users(recipients, [self.stream])
+
+    # -- acknowledgements ------------------------------------------------------------------
+    #
+    # A device acknowledges messages by syncing with a token past them. Deleting them is
+    # cleanup, not correctness (delivery only reads past the token), so deletions of all
+    # devices are batched into one write every ACK_FLUSH_DELAY_S instead of one per sync.
+
+    def _acknowledge(self, user_id: str, device_id: str, position: int) -> None:
+        key = (user_id, device_id)
+        self._acks[key] = max(position, self._acks.get(key, 0))
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(ACK_FLUSH_DELAY_S)
+        await self.flush_acknowledged()
+
+    async def flush_acknowledged(self) -> None:
+        acks, self._acks = self._acks, {}
+        try:
+            await self.store.delete_acknowledged([(u, d, p) for (u, d), p in acks.items()])
+        except Exception:
+            logger.exception("could not delete acknowledged to-device messages")
 
     # -- the /sync source ----------------------------------------------------------------
 
@@ -70,9 +97,11 @@ class ToDeviceService:
         self, who: Requester, since: int | None, upto: int, response: dict[str, Any],
         sync_filter: Any, context: SyncContext,
     ) -> tuple[bool, int]:
-        messages, more = await self.store.deliver(
+        messages, more, stale = await self.store.pending(
             who.user_id, who.device_id, since or 0, upto, MAX_MESSAGES_PER_SYNC
         )
+        if stale and since is not None:
+            self._acknowledge(who.user_id, who.device_id, since)
         response["to_device"]["events"] = [
             {"sender": m.sender, "type": m.type, "content": msgspec.Raw(m.content)}
             for m in messages

@@ -222,6 +222,29 @@ _CLAIM_POSTGRES = sa.text(
 )
 
 
+# The fallback keys of the devices left without a one-time key: handed out, kept, marked used.
+_CLAIM_FALLBACK_SQLITE = sa.text(
+    """
+    UPDATE fallback_keys SET used = true
+    WHERE (user_id, device_id, algorithm) IN (
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+               json_extract(value, '$[2]')
+        FROM json_each(:wanted)
+    )
+    RETURNING user_id, device_id, algorithm, key_id, key_json
+    """
+)
+_CLAIM_FALLBACK_POSTGRES = sa.text(
+    """
+    UPDATE fallback_keys SET used = true
+    WHERE (user_id, device_id, algorithm) IN (
+        SELECT * FROM unnest(CAST(:users AS text[]), CAST(:devices AS text[]),
+                             CAST(:algorithms AS text[]))
+    )
+    RETURNING user_id, device_id, algorithm, key_id, key_json
+    """
+)
+
 # Uploads insert all their one-time keys with one statement and few parameters.
 _INSERT_OTKS_SQLITE = sa.text(
     """
@@ -230,7 +253,6 @@ _INSERT_OTKS_SQLITE = sa.text(
            json_extract(value, '$[2]')
     FROM json_each(:keys) WHERE true
     ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING
-    RETURNING algorithm, key_id
     """
 )
 _INSERT_OTKS_POSTGRES = sa.text(
@@ -268,8 +290,7 @@ def _query_statements(dialect: str) -> tuple[sa.TextClause, ...]:
         pairs = "SELECT * FROM unnest(CAST(:pair_users AS text[]), CAST(:pair_devices AS text[]))"
     else:
         pairs = (
-            "SELECT u.value, d.value FROM json_each(:pair_users) AS u"
-            " JOIN json_each(:pair_devices) AS d ON d.key = u.key"
+            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:pairs)"
         )
     return (
         sa.text(f"SELECT user_id FROM users WHERE user_id IN {users_in}"),
@@ -301,6 +322,12 @@ def _query_statements(dialect: str) -> tuple[sa.TextClause, ...]:
     )
 
 
+class _WriteFailed(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 # How many waiting uploads one group-commit transaction takes at most.
 _MAX_BATCH = 64
 
@@ -310,9 +337,14 @@ class _GroupCommit:
 
     SQLite has one writer at a time and every commit costs a WAL write, so with many devices
     uploading keys at once the commits, not the statements, would set the pace. Writes that
-    arrive while a transaction runs queue up and go together into the next one, each inside
-    its own SAVEPOINT: one that fails (a conflicting key, the key cap) is rolled back alone and
-    fails alone, the others commit. A request still gets its answer only after its commit.
+    arrive while a transaction runs queue up and go together into the next one. A request
+    still gets its answer only after its commit.
+
+    Each write stays atomic on its own: when one fails (a conflicting key, the key cap), the
+    transaction is rolled back and the batch runs again with every write inside its own
+    SAVEPOINT, so the failing one is undone alone and fails alone while the others commit.
+    (Failures are rare; savepoints in the common case would cost more than the retry.)
+    The writes must therefore be safe to run again: they are plain functions of the database.
     """
 
     def __init__(self, db: Database) -> None:
@@ -332,7 +364,14 @@ class _GroupCommit:
             batch = self._pending[:_MAX_BATCH]
             del self._pending[:_MAX_BATCH]
             try:
-                outcomes = await self.db.write(lambda conn, b=batch: self._run(conn, b))
+                try:
+                    outcomes = await self.db.write(lambda conn, b=batch: self._run(conn, b))
+                except _WriteFailed as failed:
+                    if len(batch) == 1:
+                        raise failed.error from None
+                    outcomes = await self.db.write(
+                        lambda conn, b=batch: self._run_isolated(conn, b)
+                    )
             except Exception as e:  # the transaction itself failed: so did every write in it
                 outcomes = [e] * len(batch)
             for (_, future), outcome in zip(batch, outcomes, strict=True):
@@ -347,8 +386,18 @@ class _GroupCommit:
     def _run(
         conn: Connection, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]
     ) -> list[Any]:
-        if len(batch) == 1:  # alone: a failure rolls back the whole transaction
-            return [batch[0][0](conn)]
+        outcomes: list[Any] = []
+        for fn, _ in batch:
+            try:
+                outcomes.append(fn(conn))
+            except Exception as e:
+                raise _WriteFailed(e) from e  # roll everything back
+        return outcomes
+
+    @staticmethod
+    def _run_isolated(
+        conn: Connection, batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]
+    ) -> list[Any]:
         outcomes: list[Any] = []
         for fn, _ in batch:
             savepoint = conn.begin_nested()
@@ -367,6 +416,15 @@ class DeviceKeysStore:
         self.db = db
         self._upload_batcher = _GroupCommit(db) if db.dialect == "sqlite" else None
         self._query_statements = _query_statements(db.dialect)
+
+    def _triples_param(self, triples: list[tuple[str, str, str]]) -> dict[str, object]:
+        if self.db.dialect == "postgresql":
+            return {
+                "users": [t[0] for t in triples],
+                "devices": [t[1] for t in triples],
+                "algorithms": [t[2] for t in triples],
+            }
+        return {"wanted": json.dumps(triples)}
 
     def _list_param(self, values: list[str]) -> object:
         """A list of strings as ONE bound parameter (see `_in_list`)."""
@@ -447,14 +505,24 @@ class DeviceKeysStore:
             params["algorithms"] = [k.algorithm for k in keys]
             params["key_ids"] = [k.key_id for k in keys]
             params["key_jsons"] = [k.key_json for k in keys]
-            rows = conn.execute(_INSERT_OTKS_POSTGRES, params)
+            inserted = {
+                (r.algorithm, r.key_id) for r in conn.execute(_INSERT_OTKS_POSTGRES, params)
+            }
+            if len(inserted) == len(keys):
+                return {a for a, _ in inserted}
+            already = [k for k in keys if (k.algorithm, k.key_id) not in inserted]
+            added = {a for a, _ in inserted}
         else:
+            # SQLite's row count is exact (the driver's is not trusted on PostgreSQL), and
+            # skipping RETURNING spares reading back every row.
             params["keys"] = _json.encode([(k.algorithm, k.key_id, k.key_json) for k in keys])
-            rows = conn.execute(_INSERT_OTKS_SQLITE, params)
-        inserted = {(r.algorithm, r.key_id) for r in rows}
-        if len(inserted) == len(keys):
-            return {a for a, _ in inserted}
-        already = [k for k in keys if (k.algorithm, k.key_id) not in inserted]
+            count = conn.execute(_INSERT_OTKS_SQLITE, params).rowcount
+            if count == len(keys):
+                return {k.algorithm for k in keys}
+            # Some were there already (or repeat within the request): compare them all; the
+            # ones inserted just now compare equal to themselves.
+            already = list(keys)
+            added = {k.algorithm for k in keys} if count else set()
         query = sa.select(
             one_time_keys.c.algorithm, one_time_keys.c.key_id, one_time_keys.c.key_json
         ).where(
@@ -468,9 +536,9 @@ class DeviceKeysStore:
         for k in already:
             old = stored.get((k.algorithm, k.key_id))
             # (Absent: claimed by a concurrent request since the insert; nothing to compare.)
-            if old is not None and not same_key(old, k.key_json):
+            if old is not None and old != k.key_json and not same_key(old, k.key_json):
                 raise OneTimeKeyConflict(f"{k.algorithm}:{k.key_id}")
-        return {a for a, _ in inserted}
+        return added
 
     def _set_fallback_keys(
         self, conn: Connection, user_id: str, device_id: str, keys: Sequence[NewKey]
@@ -546,23 +614,32 @@ class DeviceKeysStore:
         exist. Four statements."""
         users_queried = list(dict.fromkeys([*all_devices_of, *(u for u, _ in some_devices)]))
 
-        params = {
+        params: dict[str, object] = {
             "requester": requester,
             "users": self._list_param(users_queried),
             "all_of": self._list_param(list(all_devices_of)),
-            "pair_users": self._list_param([u for u, _ in some_devices]),
-            "pair_devices": self._list_param([d for _, d in some_devices]),
         }
+        if self.db.dialect == "postgresql":
+            params["pair_users"] = [u for u, _ in some_devices]
+            params["pair_devices"] = [d for _, d in some_devices]
+        else:
+            params["pairs"] = _json.encode(list(some_devices)).decode()
 
         def txn(conn: Connection) -> KeyQueryResult:
             result = KeyQueryResult()
             if not users_queried:
                 return result
             q = self._query_statements
-            result.existing_users = list(conn.execute(q[0], params).scalars())
-            result.devices = [QueriedDevice(*row) for row in conn.execute(q[1], params)]
+            result.devices = [QueriedDevice(*row) for row in conn.execute(q[1], params).all()]
             result.cross_signing_keys = [CrossSigningKey(*r) for r in conn.execute(q[2], params)]
             result.signatures = [Signature(*row) for row in conn.execute(q[3], params)]
+            # Users with devices exist; ask only about the others.
+            with_devices = {d.user_id for d in result.devices}
+            others = [u for u in users_queried if u not in with_devices]
+            result.existing_users = list(with_devices)
+            if others:
+                rows = conn.execute(q[0], {"users": self._list_param(others)})
+                result.existing_users.extend(rows.scalars())
             return result
 
         return await self.db.read(txn)
@@ -578,27 +655,19 @@ class DeviceKeysStore:
         def txn(conn: Connection) -> list[ClaimedKey]:
             if not wanted:
                 return []
-            if self.db.dialect == "postgresql":
-                params: dict[str, object] = {
-                    "users": [w[0] for w in wanted],
-                    "devices": [w[1] for w in wanted],
-                    "algorithms": [w[2] for w in wanted],
-                }
-                rows = conn.execute(_CLAIM_POSTGRES, params)
-            else:
-                rows = conn.execute(_CLAIM_SQLITE, {"wanted": json.dumps(wanted)})
+            postgres = self.db.dialect == "postgresql"
+            rows = conn.execute(
+                _CLAIM_POSTGRES if postgres else _CLAIM_SQLITE, self._triples_param(wanted)
+            )
             claimed = [ClaimedKey(*row, fallback=False) for row in rows]
             got = {(c.user_id, c.device_id, c.algorithm) for c in claimed}
             rest = [w for w in wanted if w not in got]
             if rest:
-                f = fallback_keys.c
-                stmt = (
-                    fallback_keys.update()
-                    .where(sa.tuple_(f.user_id, f.device_id, f.algorithm).in_(rest))
-                    .values(used=True)
-                    .returning(f.user_id, f.device_id, f.algorithm, f.key_id, f.key_json)
+                rows = conn.execute(
+                    _CLAIM_FALLBACK_POSTGRES if postgres else _CLAIM_FALLBACK_SQLITE,
+                    self._triples_param(rest),
                 )
-                claimed.extend(ClaimedKey(*row, fallback=True) for row in conn.execute(stmt))
+                claimed.extend(ClaimedKey(*row, fallback=True) for row in rows)
             return claimed
 
         return await self.db.write(txn)

@@ -47,6 +47,9 @@ class DeviceListStore:
         plus users who newly share a room; left: users who shared a room and share none now.
         """
 
+        if lists_upto <= lists_after and events_upto <= events_after:
+            return set(), set()
+
         def run(conn: Connection) -> tuple[set[str], set[str]]:
             shared = set(conn.execute(_shared_with(user_id)).scalars()) | {user_id}
             c = device_list_changes.c

@@ -31,7 +31,7 @@ def _libpq_url(url: str) -> str:
 
 
 class PostgresWakeups:
-    def __init__(self, url: str, deliver: Callable[[list[str]], None]) -> None:
+    def __init__(self, url: str, deliver: Callable[[list[str], list[str]], None]) -> None:
         self.url = _libpq_url(url)
         self.deliver = deliver
         self.token = secrets.token_hex(6)
@@ -52,23 +52,25 @@ class PostgresWakeups:
         if self._send_conn is not None:
             self._send_conn.close()
 
-    def publish(self, user_ids: list[str]) -> None:
+    def publish(self, user_ids: list[str], streams: list[str]) -> None:
         """Queue a notification for the other processes (never blocks the event loop)."""
-        for payload in self._payloads(user_ids):
+        for payload in self._payloads(user_ids, streams):
             self._sender.submit(self._send, payload)
 
-    def _payloads(self, user_ids: list[str]) -> list[str]:
+    def _payloads(self, user_ids: list[str], streams: list[str]) -> list[str]:
+        """`token`, then the stream names joined by commas, then one user ID per line."""
+        head = self.token + "\n" + ",".join(streams)
         payloads: list[str] = []
         current: list[str] = []
-        size = len(self.token) + 1
+        size = len(head)
         for user_id in user_ids:
-            if current and size + len(user_id) + 1 > MAX_PAYLOAD:
-                payloads.append(self.token + "\n" + "\n".join(current))
-                current, size = [], len(self.token) + 1
+            if current and size + len(user_id.encode()) + 1 > MAX_PAYLOAD:
+                payloads.append(head + "\n" + "\n".join(current))
+                current, size = [], len(head)
             current.append(user_id)
             size += len(user_id.encode()) + 1
         if current:
-            payloads.append(self.token + "\n" + "\n".join(current))
+            payloads.append(head + "\n" + "\n".join(current))
         return payloads
 
     def _send(self, payload: str) -> None:
@@ -91,9 +93,9 @@ class PostgresWakeups:
                     self._ready.set()
                     while not self._stop.is_set():
                         for notify in conn.notifies(timeout=0.5, stop_after=100):
-                            token, _, users = notify.payload.partition("\n")
+                            token, streams, *users = notify.payload.split("\n")
                             if token != self.token and users:
-                                self.deliver(users.split("\n"))
+                                self.deliver(users, streams.split(","))
             except psycopg.Error:
                 logger.exception("wake-up listener lost its connection; reconnecting")
                 self._ready.set()

@@ -23,8 +23,8 @@ from sqlalchemy.engine import Connection, CursorResult
 from mxkeys.storage.database import Database
 from mxkeys.storage.schema import room_key_versions, room_keys, users
 
-# Pairs per `(room_id, session_id) IN (...)` lookup: two bind parameters each, far below
-# SQLite's limit of 32766 variables.
+# (room, session) pairs per lookup statement on SQLite: two bind parameters each, far below
+# its limit of 32766 variables. (PostgreSQL takes any number as two arrays.)
 LOOKUP_CHUNK = 500
 # Rows per batch when streaming a backup out.
 STREAM_BATCH = 2000

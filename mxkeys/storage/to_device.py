@@ -141,36 +141,49 @@ class ToDeviceStore:
     async def current_position(self) -> int:
         return await self.db.read(lambda conn: read_position(conn, STREAM))
 
-    async def deliver(
-        self, user_id: str, device_id: str, acknowledged: int, upto: int, limit: int
-    ) -> tuple[list[InboxMessage], bool]:
-        """Delete what the device acknowledged (positions <= `acknowledged`) and return the
-        next messages up to `upto`, at most `limit`; the flag says whether more wait."""
+    async def pending(
+        self, user_id: str, device_id: str, after: int, upto: int, limit: int
+    ) -> tuple[list[InboxMessage], bool, bool]:
+        """The device's messages in (after, upto], at most `limit`. Also says whether more
+        wait and whether rows at or before `after` (acknowledged) are still stored."""
         mine = sa.and_(device_inbox.c.user_id == user_id, device_inbox.c.device_id == device_id)
 
-        def read(conn: Connection) -> tuple[bool, list[InboxMessage], bool]:
-            stale = conn.execute(
-                sa.select(device_inbox.c.stream_id)
-                .where(mine, device_inbox.c.stream_id <= acknowledged)
-                .limit(1)
-            ).first()
+        def read(conn: Connection) -> tuple[list[InboxMessage], bool, bool]:
             rows = conn.execute(
                 sa.select(device_inbox.c.stream_id, device_inbox.c.sender, device_inbox.c.type,
                           device_inbox.c.content)
-                .where(mine, device_inbox.c.stream_id > acknowledged,
-                       device_inbox.c.stream_id <= upto)
+                .where(mine, device_inbox.c.stream_id <= upto)
                 .order_by(device_inbox.c.stream_id)
                 .limit(limit + 1)
             ).all()
+            stale = bool(rows) and rows[0].stream_id <= after
+            if stale:
+                rows = conn.execute(
+                    sa.select(device_inbox.c.stream_id, device_inbox.c.sender,
+                              device_inbox.c.type, device_inbox.c.content)
+                    .where(mine, device_inbox.c.stream_id > after,
+                           device_inbox.c.stream_id <= upto)
+                    .order_by(device_inbox.c.stream_id)
+                    .limit(limit + 1)
+                ).all()
             messages = [InboxMessage(r.stream_id, r.sender, r.type, r.content) for r in rows]
-            return stale is not None, messages[:limit], len(messages) > limit
+            return messages[:limit], len(messages) > limit, stale
 
-        def delete(conn: Connection) -> None:
-            conn.execute(
-                device_inbox.delete().where(mine, device_inbox.c.stream_id <= acknowledged)
-            )
+        return await self.db.read(read)
 
-        has_stale, messages, more = await self.db.read(read)
-        if has_stale:
-            await self.db.write(delete)
-        return messages, more
+    async def delete_acknowledged(self, acks: Sequence[tuple[str, str, int]]) -> None:
+        """Delete, for each (user, device, position), the device's messages up to the
+        position: one transaction for any number of devices."""
+        if not acks:
+            return
+        c = device_inbox.c
+        statement = device_inbox.delete().where(
+            c.user_id == sa.bindparam("u"),
+            c.device_id == sa.bindparam("d"),
+            c.stream_id <= sa.bindparam("p"),
+        )
+
+        def run(conn: Connection) -> None:
+            conn.execute(statement, [{"u": u, "d": d, "p": p} for u, d, p in acks])
+
+        await self.db.write(run)

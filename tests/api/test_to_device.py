@@ -122,3 +122,22 @@ def test_bad_bodies(api: Api) -> None:
     assert_error(send(api, alice, "4", {"not-a-user": {"D": {}}}), 400, "M_INVALID_PARAM")
     assert_error(api.put("sendToDevice/m.test/5", None, json={"messages": {}}), 401,
                  "M_MISSING_TOKEN")
+
+
+def test_acknowledged_messages_are_deleted(api: Api, server) -> None:
+    import asyncio
+
+    alice = api.register()
+    bob = api.register()
+    since = api.get("sync", bob).json()["next_batch"]
+    send(api, alice, "del", {bob.user_id: {bob.device_id: {"x": 1}}})
+    first = api.get("sync", bob, params={"since": since}).json()
+    api.get("sync", bob, params={"since": first["next_batch"]})
+    store = server.homeserver.storage.to_device
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = asyncio.run(store.pending(bob.user_id, bob.device_id, 0, 10**12, 10))[0]
+        if not left:
+            break
+        time.sleep(0.05)
+    assert left == []

@@ -175,3 +175,30 @@ def test_deleting_a_device_deletes_its_keys(stores: tuple[AccountStore, DeviceKe
     assert run(store.claim_keys([("@a:hs", "D2", ALG)])) == []
     upload(store, "@a:hs", "D2", '{"a":2}')
     assert run(store.query_keys("@a:hs", ["@a:hs"], [])).signatures == []
+
+
+def test_concurrent_uploads_fail_alone(stores: tuple[AccountStore, DeviceKeysStore]) -> None:
+    """Uploads that arrive together may share a transaction (group commit on SQLite); one
+    that fails must not take the others down, nor leave anything behind."""
+    _, store = stores
+    upload(store, "@b:hs", "D1", otks=[key("x", "old")])
+
+    async def together() -> list[object]:
+        return await asyncio.gather(
+            store.upload_keys("@a:hs", "D1", '{"a":1}', [key("1")], [], 100, same_one_time_key),
+            store.upload_keys(
+                "@b:hs", "D1", '{"b":1}', [key("y"), key("x", "new")], [], 100, same_one_time_key
+            ),
+            store.upload_keys(
+                "@a:hs", "D2", None, [key("2"), key("3")], [], 100, same_one_time_key
+            ),
+            return_exceptions=True,
+        )
+
+    first, second, third = run(together())
+    assert first == {ALG: 1}
+    assert isinstance(second, OneTimeKeyConflict)
+    assert third == {ALG: 2}
+    assert run(store.count_one_time_keys("@b:hs", "D1")) == {ALG: 1}
+    devices = run(store.query_keys("@a:hs", ["@a:hs", "@b:hs"], [])).devices
+    assert [(d.user_id, d.key_json) for d in devices] == [("@a:hs", '{"a":1}')]

@@ -1,0 +1,91 @@
+"""To-device fan-out: one `PUT /sendToDevice` to 200 devices, timed until every recipient's
+waiting `/sync` has returned the message (end-to-end delivery latency, p50/p95)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import statistics
+import time
+from typing import Any
+
+from benchmarks.common import BenchClient, BenchContext, BenchError, BenchUser, Workload
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def fan_out(ctx: BenchContext) -> dict[str, Any]:
+    users = ctx.scale(100, 5)
+    devices_per_user = 2
+    rounds = ctx.scale(5, 2)
+    client = ctx.client
+    sender = await client.register("td_sender")
+    first_devices = await client.register_many(users, "td_rcpt")
+    recipients: list[BenchUser] = list(first_devices)
+    for extra in range(devices_per_user - 1):
+        del extra
+        recipients += await asyncio.gather(*(client.login(u) for u in first_devices))
+    # Receivers poll on their own connection pool: every device keeps a sync waiting.
+    receiver = BenchClient(client.base_url, concurrency=len(recipients) + 8)
+    try:
+        tokens = await asyncio.gather(
+            *(receiver.call("GET", "sync", r, params={"timeout": "0"}) for r in recipients)
+        )
+        since = {r.access_token: t["next_batch"] for r, t in zip(recipients, tokens, strict=True)}
+        latencies: list[float] = []
+        send_ms: list[float] = []
+        for round_number in range(rounds):
+            marker = secrets.token_hex(4)
+            sent_at = 0.0
+
+            async def wait_for(device: BenchUser, marker: str = marker) -> float:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    body = await receiver.call(
+                        "GET", "sync", device,
+                        params={"since": since[device.access_token], "timeout": "30000"},
+                    )
+                    since[device.access_token] = body["next_batch"]
+                    events = body.get("to_device", {}).get("events", [])
+                    if any(e.get("content", {}).get("marker") == marker for e in events):
+                        return time.perf_counter()
+                raise BenchError("a to-device message was not delivered within 30 s")
+
+            waiters = [asyncio.create_task(wait_for(d)) for d in recipients]
+            # Let every sync reach the server and start waiting (not timed).
+            await asyncio.sleep(ctx.scale(2, 0.5))
+            messages: dict[str, dict[str, Any]] = {}
+            for device in recipients:
+                messages.setdefault(device.user_id, {})[device.device_id] = {
+                    "marker": marker, "round": round_number,
+                }
+            sent_at = time.perf_counter()
+            await client.call(
+                "PUT", f"sendToDevice/m.bench.fanout/{marker}", sender,
+                json={"messages": messages},
+            )
+            send_ms.append((time.perf_counter() - sent_at) * 1000)
+            arrivals = await asyncio.gather(*waiters)
+            latencies += [(t - sent_at) * 1000 for t in arrivals]
+    finally:
+        await receiver.close()
+    return {
+        "devices": len(recipients),
+        "rounds": rounds,
+        "send_ms_median": round(statistics.median(send_ms), 2),
+        "delivery_p50_ms": round(_p(latencies, 0.50), 2),
+        "delivery_p95_ms": round(_p(latencies, 0.95), 2),
+        "delivery_max_ms": round(max(latencies), 2),
+    }
+
+
+WORKLOADS = [
+    Workload(
+        "to_device_fanout",
+        "one sendToDevice to 200 devices; delivery latency to their waiting /sync calls",
+        fan_out,
+    ),
+]
