@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -48,6 +50,20 @@ async def internal_error(request: Request, exc: Exception) -> Response:
 
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+CONFIG_ENV = "_MXKEYS_WORKER_CONFIG"  # not MXKEYS_*: not a setting of its own
+
+
+def app_from_environment() -> ASGIApp:
+    """The app of one worker process of `mxkeys serve --workers N`."""
+    config = Config(**json.loads(os.environ[CONFIG_ENV]))
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return create_app(config)
 
 
 def create_app(config: Config, homeserver: HomeServer | None = None) -> ASGIApp:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -105,22 +106,37 @@ def setup_logging(level: str) -> None:
 def _serve(config: Config) -> int:
     import uvicorn
 
-    from mxkeys.app import create_app
+    from mxkeys.app import CONFIG_ENV, create_app
 
     host, port = config.listen_host_port
-    uvicorn.run(
-        create_app(config),
-        host=host,
-        port=port,
-        log_level=config.log_level.lower(),
-        access_log=False,  # mxkeys writes its own access log line per request
-        log_config=None,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=5,
+    options = {
+        "host": host,
+        "port": port,
+        "log_level": config.log_level.lower(),
+        "access_log": False,  # mxkeys writes its own access log line per request
+        "log_config": None,
+        "loop": "uvloop",
+        "http": "httptools",
+        "timeout_graceful_shutdown": 5,
         # Clients keep connections open between long-polls; closing idle ones after the
         # default 5 s makes them race a request against the close.
-        timeout_keep_alive=75,
+        "timeout_keep_alive": 75,
+    }
+    if config.workers == 1:
+        uvicorn.run(create_app(config), **options)
+        return 0
+    # Several processes on one socket: migrate once here, then each worker builds its app
+    # from the same settings (handed over in the environment).
+    from mxkeys.homeserver import HomeServer
+
+    hs = HomeServer(config)
+    try:
+        hs.migrate()
+    finally:
+        hs.close()
+    os.environ[CONFIG_ENV] = json.dumps(dataclasses.asdict(config))
+    uvicorn.run(
+        "mxkeys.app:app_from_environment", factory=True, workers=config.workers, **options
     )
     return 0
 

@@ -51,6 +51,9 @@ class Config:
     password_memory_cost_kib: int = _setting(65536, "argon2id memory cost (KiB)")
     password_parallelism: int = _setting(4, "argon2id parallelism")
     database_pool_size: int = _setting(8, "database connections (and storage threads)")
+    workers: int = _setting(
+        1, "server processes sharing the listening socket (more than 1 needs PostgreSQL)"
+    )
     max_unclaimed_one_time_keys: int = _setting(
         1000,
         "most unclaimed one-time keys a device may hold per algorithm (uploads beyond: 400)",
@@ -81,6 +84,13 @@ class Config:
             raise ConfigError("database_url must start with sqlite:// or postgresql://")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"unknown log_level {self.log_level!r}")
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if self.workers > 1 and self.database_url.startswith("sqlite:"):
+            raise ConfigError(
+                "workers > 1 needs a PostgreSQL database: an SQLite database belongs to one "
+                "process (use --database-url postgresql://...)"
+            )
         if self.max_request_body_bytes < 1024:
             raise ConfigError("max_request_body_bytes must be at least 1024")
 

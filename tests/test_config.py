@@ -69,3 +69,13 @@ def test_bad_file(tmp_path) -> None:
 
 def test_public_baseurl() -> None:
     assert Config(public_baseurl="https://m.example/").base_url == "https://m.example"
+
+
+def test_workers_need_postgres() -> None:
+    with pytest.raises(ConfigError, match="PostgreSQL"):
+        load_config(env={"MXKEYS_WORKERS": "2"})
+    config = load_config(env={"MXKEYS_WORKERS": "2",
+                              "MXKEYS_DATABASE_URL": "postgresql://u@127.0.0.1:5432/db"})
+    assert config.workers == 2
+    with pytest.raises(ConfigError, match="at least 1"):
+        load_config(env={"MXKEYS_WORKERS": "0"})

@@ -83,3 +83,40 @@ def test_write_on_one_process_wakes_sync_on_another(two_servers) -> None:
         # A logout through one process revokes the token on the other at once.
         assert a.post("logout", alice).status_code == 200
         assert b.get("account/whoami", alice).status_code == 401
+
+
+def test_serve_with_workers(request: pytest.FixtureRequest, new_database_url, tmp_path) -> None:
+    """`mxkeys serve --workers 2`: both processes answer on one port, sharing state."""
+    if "postgres" not in selected_backends(request.config):
+        pytest.skip("PostgreSQL backend not selected")
+    url = new_database_url("postgres")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MXKEYS_")}
+    env.update({"MXKEYS_PASSWORD_TIME_COST": "1", "MXKEYS_PASSWORD_MEMORY_COST_KIB": "1024",
+                "MXKEYS_PASSWORD_PARALLELISM": "1", "MXKEYS_LOG_LEVEL": "warning"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mxkeys", "serve", "--workers", "2", "--database-url", url,
+         "--listen", f"127.0.0.1:{port}", "--enable-registration"],
+        env=env, cwd=str(tmp_path),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/_matrix/client/versions", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        with Api(base) as api:
+            users = [api.register() for _ in range(4)]
+            for user in users:
+                # Fresh connections, so requests spread over both workers.
+                for _ in range(3):
+                    assert httpx.get(f"{base}/_matrix/client/v3/account/whoami", headers={
+                        "Authorization": f"Bearer {user.access_token}"}).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
