@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mxkeys.api.http import homeserver, json_response, requester
+from mxkeys.services.room_versions import DEFAULT_ROOM_VERSION, ROOM_VERSIONS
 
 # The spec releases whose endpoints this server answers as written.
 SUPPORTED_VERSIONS = [f"v1.{minor}" for minor in range(1, 13)]
@@ -27,10 +28,14 @@ async def capabilities(request: Request) -> Response:
         {
             "capabilities": {
                 "m.change_password": {"enabled": False},
-                "m.set_displayname": {"enabled": False},
-                "m.set_avatar_url": {"enabled": False},
+                "m.set_displayname": {"enabled": True},
+                "m.set_avatar_url": {"enabled": True},
                 "m.3pid_changes": {"enabled": False},
                 "m.get_login_token": {"enabled": False},
+                "m.room_versions": {
+                    "default": DEFAULT_ROOM_VERSION,
+                    "available": {version: "stable" for version in ROOM_VERSIONS},
+                },
             }
         }
     )

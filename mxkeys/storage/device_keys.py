@@ -400,11 +400,14 @@ class _GroupCommit:
     ) -> list[Any]:
         outcomes: list[Any] = []
         for fn, _ in batch:
+            # A write undone must not wake anybody either: restore the commit-hook notes.
+            changed = set(conn.info.get(DEVICE_LISTS_CHANGED, ()))
             savepoint = conn.begin_nested()
             try:
                 outcomes.append(fn(conn))
             except Exception as e:
                 savepoint.rollback()
+                conn.info[DEVICE_LISTS_CHANGED] = changed
                 outcomes.append(e)
             else:
                 savepoint.commit()

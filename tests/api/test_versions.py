@@ -32,6 +32,8 @@ def test_capabilities_requires_auth(api: Api) -> None:
     user = api.register()
     caps = api.get("capabilities", user).json()["capabilities"]
     assert caps["m.change_password"] == {"enabled": False}
+    assert caps["m.room_versions"] == {"default": "11",
+                                       "available": {"10": "stable", "11": "stable"}}
 
 
 def test_r0_prefix(api: Api) -> None:
