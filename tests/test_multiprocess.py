@@ -16,7 +16,9 @@ from tests.conftest import selected_backends
 from tests.helpers import Api, free_port
 
 
-def start_process(database_url: str, cwd: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_process(
+    database_url: str, cwd: str, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MXKEYS_")}
     env.update({
@@ -27,6 +29,7 @@ def start_process(database_url: str, cwd: str) -> tuple[subprocess.Popen[bytes],
         "MXKEYS_PASSWORD_TIME_COST": "1",
         "MXKEYS_PASSWORD_MEMORY_COST_KIB": "1024",
         "MXKEYS_PASSWORD_PARALLELISM": "1",
+        **(extra_env or {}),
     })
     process = subprocess.Popen([sys.executable, "-m", "mxkeys", "serve"], env=env, cwd=cwd)
     url = f"http://127.0.0.1:{port}"

@@ -407,7 +407,10 @@ class _GroupCommit:
                 outcomes.append(fn(conn))
             except Exception as e:
                 savepoint.rollback()
-                conn.info[DEVICE_LISTS_CHANGED] = changed
+                if changed:
+                    conn.info[DEVICE_LISTS_CHANGED] = changed
+                else:
+                    conn.info.pop(DEVICE_LISTS_CHANGED, None)
                 outcomes.append(e)
             else:
                 savepoint.commit()
