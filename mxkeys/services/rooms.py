@@ -437,10 +437,5 @@ class RoomService:
         return await self.store.get_members(room_id, at)
 
     async def redactions_of(self, events: Sequence[StoredEvent]) -> dict[str, StoredEvent]:
-        result: dict[str, StoredEvent] = {}
-        for event in events:
-            if event.redacted_by and event.redacted_by not in result:
-                redaction = await self.store.get_event(event.redacted_by)
-                if redaction is not None:
-                    result[event.redacted_by] = redaction
-        return result
+        """The redaction events of the redacted ones among `events` (one query)."""
+        return await self.store.get_events({e.redacted_by for e in events if e.redacted_by})

@@ -343,6 +343,17 @@ class RoomStore:
     async def get_event(self, event_id: str) -> StoredEvent | None:
         return await self.db.read(lambda conn: self._get_event(conn, event_id))
 
+    async def get_events(self, event_ids: Collection[str]) -> dict[str, StoredEvent]:
+        """The stored events among `event_ids`, in one query."""
+        if not event_ids:
+            return {}
+
+        def run(conn: Connection) -> dict[str, StoredEvent]:
+            query = sa.select(*_EVENT_COLUMNS).where(events.c.event_id.in_(list(event_ids)))
+            return {row.event_id: _event(row) for row in conn.execute(query)}
+
+        return await self.db.read(run)
+
     async def get_room_version(self, room_id: str) -> str | None:
         def run(conn: Connection) -> str | None:
             return conn.execute(
