@@ -23,6 +23,7 @@ from mxkeys.api.middleware import EdgeMiddleware
 from mxkeys.config import Config
 from mxkeys.errors import MatrixError
 from mxkeys.homeserver import HomeServer
+from mxkeys.services.housekeeping import run_forever
 from mxkeys.storage.notifications import PostgresWakeups
 
 logger = logging.getLogger(__name__)
@@ -80,10 +81,12 @@ def create_app(config: Config, homeserver: HomeServer | None = None) -> ASGIApp:
             wakeups = PostgresWakeups(config.database_url, hs.notifier.notify_users_threadsafe)
             wakeups.start()
             hs.notifier.publish = wakeups.publish
+        housekeeping = asyncio.get_running_loop().create_task(run_forever(hs))
         logger.info("mxkeys serving %s on %s", config.server_name, config.listen)
         try:
             yield
         finally:
+            housekeeping.cancel()
             if wakeups is not None:
                 hs.notifier.publish = None
                 wakeups.stop()

@@ -187,3 +187,15 @@ class ToDeviceStore:
             conn.execute(statement, [{"u": u, "d": d, "p": p} for u, d, p in acks])
 
         await self.db.write(run)
+
+
+async def delete_transactions_before(db: Database, cutoff_ms: int) -> int:
+    """Forget /sendToDevice transaction IDs older than the cutoff (retries come sooner)."""
+
+    def run(conn: Connection) -> int:
+        result = conn.execute(
+            to_device_txns.delete().where(to_device_txns.c.created_ts < cutoff_ms)
+        )
+        return result.rowcount
+
+    return await db.write(run)
