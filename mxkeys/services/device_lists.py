@@ -11,7 +11,7 @@ from typing import Any
 from mxkeys.errors import invalid_param
 from mxkeys.services.auth import Requester
 from mxkeys.services.notifier import Notifier
-from mxkeys.services.sync import SyncContext, SyncToken
+from mxkeys.services.sync import SyncContext, SyncToken, future_token
 from mxkeys.storage.device_keys import DeviceKeysStore
 from mxkeys.storage.device_lists import DeviceListStore
 
@@ -44,21 +44,24 @@ class DeviceListService:
         return await self.keys.current_device_list_position()
 
     async def fill(
-        self, who: Requester, since: int | None, upto: int, response: dict[str, Any],
+        self, who: Requester, since: int | None, response: dict[str, Any],
         sync_filter: Any, context: SyncContext,
     ) -> tuple[bool, int]:
-        counts = await self.keys.count_one_time_keys(who.user_id, who.device_id)
-        response["device_one_time_keys_count"] = {"signed_curve25519": 0, **counts}
-        response["device_unused_fallback_key_types"] = await self.keys.unused_fallback_key_types(
-            who.user_id, who.device_id
+        # device_lists are only reported by incremental syncs.
+        incremental = since is not None and context.events_since is not None
+        data = await self.store.sync_data(
+            who.user_id, who.device_id, since if incremental else None,
+            context.events_since if incremental else None, context.events_upto,
         )
-        if since is None or context.events_since is None:
-            return False, upto  # device_lists are only reported incrementally
-        changed, left = await self.store.changes_for(
-            who.user_id, since, upto, context.events_since, context.events_upto
-        )
-        response["device_lists"] = {"changed": sorted(changed), "left": sorted(left)}
-        return bool(changed or left), upto
+        if since is not None and since > data.position:
+            raise future_token()
+        # Clients top up their one-time keys from this count: always say signed_curve25519.
+        response["device_one_time_keys_count"] = {
+            "signed_curve25519": 0, **data.one_time_key_counts
+        }
+        response["device_unused_fallback_key_types"] = data.unused_fallback_key_types
+        response["device_lists"] = {"changed": sorted(data.changed), "left": sorted(data.left)}
+        return bool(data.changed or data.left), data.position
 
     async def keys_changes(self, user_id: str, from_token: str, to_token: str) -> dict[str, Any]:
         """`GET /keys/changes`: the same answer as /sync's device_lists between two tokens."""

@@ -41,6 +41,10 @@ class SyncToken:
         return self.positions[STREAMS.index(stream)]
 
 
+def future_token() -> MatrixError:
+    return MatrixError(400, "M_INVALID_PARAM", "Sync token is ahead of this server")
+
+
 @dataclass(frozen=True, slots=True)
 class SyncContext:
     """What every source may need besides its own stream's range."""
@@ -57,12 +61,14 @@ class SyncSource(Protocol):
     async def current_position(self) -> int: ...
 
     async def fill(
-        self, who: Requester, since: int | None, upto: int, response: dict[str, Any],
+        self, who: Requester, since: int | None, response: dict[str, Any],
         sync_filter: Any, context: SyncContext,
     ) -> tuple[bool, int]:
-        """Add this stream's news in (since, upto] to `response`. Returns whether there was
-        any, and the position the next sync continues from (`upto`, or less when the source
-        capped its part of the response)."""
+        """Add this stream's news after `since` (everything when None) to `response`, reading
+        the stream's position with its data. Returns whether there was any news, and the
+        position the next sync continues from (the stream's position, or less when the
+        source capped its part of the response). A `since` ahead of the stream's position
+        raises `future_token()`."""
         ...
 
 
@@ -129,11 +135,8 @@ class SyncService:
         sync_filter: Any,
         context: SyncContext,
     ) -> tuple[bool, int]:
-        upto = await source.current_position()
         since = token.get(source.stream) if token else None
-        if since is not None and since > upto:
-            raise MatrixError(400, "M_INVALID_PARAM", "Sync token is ahead of this server")
-        return await source.fill(who, since, upto, response, sync_filter, context)
+        return await source.fill(who, since, response, sync_filter, context)
 
     async def _build(
         self, who: Requester, token: SyncToken | None, sync_filter: Any, full_state: bool
@@ -150,9 +153,7 @@ class SyncService:
                 sync_filter.allows_room,
             )
         except FutureToken:
-            raise MatrixError(
-                400, "M_INVALID_PARAM", "Sync token is ahead of this server"
-            ) from None
+            raise future_token() from None
         positions = [data.position]
         response: dict[str, Any] = {
             "rooms": {"join": {}, "invite": {}, "leave": {}, "knock": {}},

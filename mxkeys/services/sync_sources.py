@@ -8,7 +8,7 @@ import msgspec
 
 from mxkeys.services.account_data import PUSH_RULES_TYPE, AccountDataService
 from mxkeys.services.auth import Requester
-from mxkeys.services.sync import SyncContext, room_account_data_into
+from mxkeys.services.sync import SyncContext, future_token, room_account_data_into
 
 
 class AccountDataSource:
@@ -21,10 +21,12 @@ class AccountDataSource:
         return await self.account_data.current_position()
 
     async def fill(
-        self, who: Requester, since: int | None, upto: int, response: dict[str, Any],
+        self, who: Requester, since: int | None, response: dict[str, Any],
         sync_filter: Any, context: SyncContext,
     ) -> tuple[bool, int]:
-        changes = await self.account_data.get_changes(who.user_id, since or 0, upto)
+        upto, changes = await self.account_data.store.changes_since(who.user_id, since or 0)
+        if since is not None and since > upto:
+            raise future_token()
         global_events: list[dict[str, Any]] = []
         by_room: dict[str, list[dict[str, Any]]] = {}
         for room_id, data_type, content in changes:

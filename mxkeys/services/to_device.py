@@ -13,8 +13,8 @@ from mxkeys.errors import invalid_param
 from mxkeys.ids import now_ms, split_user_id
 from mxkeys.services.auth import Requester
 from mxkeys.services.notifier import Notifier
-from mxkeys.services.sync import SyncContext
-from mxkeys.storage.to_device import OutgoingMessage, ToDeviceStore
+from mxkeys.services.sync import SyncContext, future_token
+from mxkeys.storage.to_device import InboxMessage, OutgoingMessage, ToDeviceStore
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ class ToDeviceService:
         self.notifier = notifier
         self.server_name = server_name
         self._acks: dict[tuple[str, str], int] = {}
+        self._reads: list[
+            tuple[str, str, int, asyncio.Future[tuple[int, list[InboxMessage], bool, bool]]]
+        ] = []
         self._flush_task: asyncio.Task[None] | None = None
 
     async def send(
@@ -89,22 +92,68 @@ class ToDeviceService:
             logger.exception("could not delete acknowledged to-device messages")
 
     # -- the /sync source ----------------------------------------------------------------
+    #
+    # When a to-device request wakes many waiting syncs at once, each needs its device's
+    # inbox. Reads asked for in the same turn of the event loop are coalesced into one
+    # query for all those devices (`pending_many`).
 
     async def current_position(self) -> int:
         return await self.store.current_position()
 
+    async def _pending(
+        self, user_id: str, device_id: str, after: int
+    ) -> tuple[int, list[InboxMessage], bool, bool]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, list[InboxMessage], bool, bool]] = (
+            loop.create_future()
+        )
+        self._reads.append((user_id, device_id, after, future))
+        if len(self._reads) == 1:
+            loop.call_soon(lambda: loop.create_task(self._read_batch()))
+        return await future
+
+    async def _read_batch(self) -> None:
+        batch, self._reads = self._reads, []
+        # One request per device and cursor; duplicates share the answer.
+        wanted = sorted({(u, d, a) for u, d, a, _ in batch})
+        by_device: dict[tuple[str, str], list[tuple[str, str, int]]] = {}
+        for request in wanted:
+            by_device.setdefault(request[:2], []).append(request)
+        rounds = max(len(v) for v in by_device.values())
+        answers: dict[tuple[str, str, int], tuple[int, list[InboxMessage], bool, bool]] = {}
+        try:
+            for index in range(rounds):
+                requests = [v[index] for v in by_device.values() if len(v) > index]
+                position, found = await self.store.pending_many(
+                    requests, MAX_MESSAGES_PER_SYNC
+                )
+                for u, d, a in requests:
+                    messages, more, stale = found[(u, d)]
+                    answers[(u, d, a)] = (position, messages, more, stale)
+        except Exception as e:
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(e)
+            return
+        for u, d, a, future in batch:
+            if not future.done():
+                future.set_result(answers[(u, d, a)])
+
     async def fill(
-        self, who: Requester, since: int | None, upto: int, response: dict[str, Any],
+        self, who: Requester, since: int | None, response: dict[str, Any],
         sync_filter: Any, context: SyncContext,
     ) -> tuple[bool, int]:
-        messages, more, stale = await self.store.pending(
-            who.user_id, who.device_id, since or 0, upto, MAX_MESSAGES_PER_SYNC
+        after = since or 0
+        position, messages, more, stale = await self._pending(
+            who.user_id, who.device_id, after
         )
+        if since is not None and since > position:
+            raise future_token()
         if stale and since is not None:
             self._acknowledge(who.user_id, who.device_id, since)
         response["to_device"]["events"] = [
             {"sender": m.sender, "type": m.type, "content": msgspec.Raw(m.content)}
             for m in messages
         ]
-        reached = messages[-1].stream_id if more else upto
+        reached = messages[-1].stream_id if more else position
         return bool(messages), reached

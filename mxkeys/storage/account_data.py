@@ -111,3 +111,32 @@ class AccountDataStore:
             ]
 
         return await self.db.read(txn)
+
+    async def changes_since(
+        self, user_id: str, after: int
+    ) -> tuple[int, list[tuple[str | None, str, str]]]:
+        """The stream's current position and the user's changes after `after` up to it, read
+        in one transaction (what `/sync` needs)."""
+
+        def txn(conn: Connection) -> tuple[int, list[tuple[str | None, str, str]]]:
+            position = conn.execute(
+                sa.select(account_data_stream.c.position).where(account_data_stream.c.id == 1)
+            ).scalar_one_or_none()
+            position = int(position or 0)
+            if position <= after:
+                return position, []
+            query = (
+                sa.select(account_data.c.room_id, account_data.c.type, account_data.c.content)
+                .where(
+                    account_data.c.user_id == user_id,
+                    account_data.c.stream_id > after,
+                    account_data.c.stream_id <= position,
+                )
+                .order_by(account_data.c.stream_id)
+            )
+            return position, [
+                (None if row.room_id == GLOBAL else row.room_id, row.type, row.content)
+                for row in conn.execute(query)
+            ]
+
+        return await self.db.read(txn)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -18,6 +19,8 @@ from mxkeys.storage.schema import devices
 from mxkeys.storage.to_device_schema import device_inbox, stream_positions, to_device_txns
 
 STREAM = "to_device"
+# How many acknowledged-but-not-yet-deleted rows a device read may have to skip.
+_STALE_ALLOWANCE = 100
 
 
 def allocate_positions(conn: Connection, dialect: str, stream: str, count: int) -> int:
@@ -141,33 +144,63 @@ class ToDeviceStore:
     async def current_position(self) -> int:
         return await self.db.read(lambda conn: read_position(conn, STREAM))
 
-    async def pending(
-        self, user_id: str, device_id: str, after: int, upto: int, limit: int
-    ) -> tuple[list[InboxMessage], bool, bool]:
-        """The device's messages in (after, upto], at most `limit`. Also says whether more
-        wait and whether rows at or before `after` (acknowledged) are still stored."""
-        mine = sa.and_(device_inbox.c.user_id == user_id, device_inbox.c.device_id == device_id)
+    async def pending_many(
+        self, requests: Sequence[tuple[str, str, int]], limit: int
+    ) -> tuple[int, dict[tuple[str, str], tuple[list[InboxMessage], bool, bool]]]:
+        """For many devices at once (one transaction, one query): the stream's position, and
+        per (user, device, after) the device's messages in (after, position], at most
+        `limit`, whether more wait, and whether acknowledged rows (<= after) are still
+        stored."""
 
-        def read(conn: Connection) -> tuple[list[InboxMessage], bool, bool]:
+        def read(
+            conn: Connection,
+        ) -> tuple[int, dict[tuple[str, str], tuple[list[InboxMessage], bool, bool]]]:
+            position = read_position(conn, STREAM)
+            c = device_inbox.c
+            result: dict[tuple[str, str], tuple[list[InboxMessage], bool, bool]] = {
+                (u, d): ([], False, False) for u, d, _ in requests
+            }
+            if not requests:
+                return position, result
+            after = {(u, d): a for u, d, a in requests}
+            keys = sorted(after)
+            ranked = (
+                sa.select(
+                    c.stream_id, c.user_id, c.device_id, c.sender, c.type, c.content,
+                    sa.func.row_number()
+                    .over(partition_by=(c.user_id, c.device_id), order_by=c.stream_id)
+                    .label("rank"),
+                )
+                .where(sa.tuple_(c.user_id, c.device_id).in_(keys), c.stream_id <= position)
+                .subquery()
+            )
+            # Rank counts stale rows too: read enough to skip them (they are few: deleted
+            # in batches shortly after the acknowledging sync).
             rows = conn.execute(
-                sa.select(device_inbox.c.stream_id, device_inbox.c.sender, device_inbox.c.type,
-                          device_inbox.c.content)
-                .where(mine, device_inbox.c.stream_id <= upto)
-                .order_by(device_inbox.c.stream_id)
-                .limit(limit + 1)
+                sa.select(ranked)
+                .where(ranked.c.rank <= limit + 1 + _STALE_ALLOWANCE)
+                .order_by(ranked.c.user_id, ranked.c.device_id, ranked.c.stream_id)
             ).all()
-            stale = bool(rows) and rows[0].stream_id <= after
-            if stale:
-                rows = conn.execute(
-                    sa.select(device_inbox.c.stream_id, device_inbox.c.sender,
-                              device_inbox.c.type, device_inbox.c.content)
-                    .where(mine, device_inbox.c.stream_id > after,
-                           device_inbox.c.stream_id <= upto)
-                    .order_by(device_inbox.c.stream_id)
-                    .limit(limit + 1)
-                ).all()
-            messages = [InboxMessage(r.stream_id, r.sender, r.type, r.content) for r in rows]
-            return messages[:limit], len(messages) > limit, stale
+            grouped: dict[tuple[str, str], list[Any]] = {}
+            for row in rows:
+                grouped.setdefault((row.user_id, row.device_id), []).append(row)
+            for key, device_rows in grouped.items():
+                cutoff = after[key]
+                stale = device_rows[0].stream_id <= cutoff
+                fresh = [r for r in device_rows if r.stream_id > cutoff]
+                if stale and len(device_rows) > limit + _STALE_ALLOWANCE:
+                    # Many stale rows still stored: read this device's fresh ones exactly.
+                    fresh = conn.execute(
+                        sa.select(c.stream_id, c.sender, c.type, c.content)
+                        .where(c.user_id == key[0], c.device_id == key[1],
+                               c.stream_id > cutoff, c.stream_id <= position)
+                        .order_by(c.stream_id)
+                        .limit(limit + 1)
+                    ).all()
+                messages = [InboxMessage(r.stream_id, r.sender, r.type, r.content)
+                            for r in fresh[: limit + 1]]
+                result[key] = (messages[:limit], len(messages) > limit, stale)
+            return position, result
 
         return await self.db.read(read)
 
