@@ -59,6 +59,7 @@ class HomeServer:
             RateLimiter(config.keys_claim_per_minute / 60, config.keys_claim_burst),
         )
         self.cross_signing = CrossSigningService(self.storage.device_keys, self.uia)
+        self.auth.is_reserved_device_id = self.cross_signing.is_key_id
         self.room_keys = RoomKeyService(self.storage.room_keys)
         self.rooms = RoomService(
             self.storage.rooms, self.storage.accounts, self.notifier, config.server_name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from mxkeys.errors import MatrixError, forbidden
@@ -35,6 +36,8 @@ class AuthService:
     def __init__(self, accounts: AccountStore, passwords: PasswordHasher) -> None:
         self.accounts = accounts
         self.passwords = passwords
+        # Device IDs a login may not take: the user's cross-signing key IDs.
+        self.is_reserved_device_id: Callable[[str, str], Awaitable[bool]] | None = None
 
     async def authenticate(
         self, token: str, ip: str | None = None, user_agent: str | None = None
@@ -70,6 +73,12 @@ class AuthService:
         self, user_id: str, device_id: str | None, display_name: str | None
     ) -> LoginResult:
         """A new access token on `device_id` (created if unknown, or a fresh ID if None)."""
+        if (
+            device_id is not None
+            and self.is_reserved_device_id is not None
+            and await self.is_reserved_device_id(user_id, device_id)
+        ):
+            raise MatrixError(400, "M_INVALID_PARAM", "device_id is a cross-signing key's ID")
         token = random_token()
         login = NewLogin(device_id or random_device_id(), display_name, hash_token(token))
         await self.accounts.add_login(user_id, login, now_ms())

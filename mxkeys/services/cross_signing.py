@@ -106,6 +106,12 @@ class CrossSigningService:
 
     # -- /keys/device_signing/upload ----------------------------------------------------------
 
+    async def is_key_id(self, user_id: str, key_id: str) -> bool:
+        """Whether `key_id` names one of the user's cross-signing keys (a device may not
+        take that ID, spec: login `device_id`)."""
+        keys, _ = await self.store.get_cross_signing_state(user_id, ())
+        return any(key.key_id == key_id for key in keys.values())
+
     async def upload_keys(
         self,
         user_id: str,

@@ -303,3 +303,14 @@ def test_signing_other_users_wrong_targets(api: Api) -> None:
     assert_error(
         api.post("keys/signatures/upload", alice.user, json={bob_id: {"k": 1}}), 400, "M_BAD_JSON"
     )
+
+
+def test_login_cannot_take_a_cross_signing_key_id(api: Api) -> None:
+    user = api.register()
+    keys = new_cross_signing(user.user_id)
+    assert api.post("keys/device_signing/upload", user, json=keys.body()).status_code == 200
+    master_id = public_key(keys.master)
+    response = api.post("login", json={
+        "type": "m.login.password", "user": user.localpart, "password": user.password,
+        "device_id": master_id})
+    assert_error(response, 400, "M_INVALID_PARAM")
