@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp
 from mxkeys.api import build_routes
 from mxkeys.api.http import JSONResponse
 from mxkeys.api.middleware import EdgeMiddleware
+from mxkeys.api.timeout import RequestTimeout
 from mxkeys.config import Config
 from mxkeys.errors import MatrixError
 from mxkeys.homeserver import HomeServer
@@ -99,6 +101,8 @@ def create_app(config: Config, homeserver: HomeServer | None = None) -> ASGIApp:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        # Every request answered in bounded time (504 past the deadline; see api/timeout.py).
+        middleware=[Middleware(RequestTimeout, timeout_ms=config.request_timeout_ms)],
         exception_handlers={
             MatrixError: matrix_error,
             HTTPException: http_error,

@@ -62,6 +62,49 @@ class Config:
         600, "sustained /keys/claim requests allowed per user and minute (then 429)"
     )
     keys_claim_burst: int = _setting(60, "/keys/claim requests a user may send at once")
+    # Rate limits (per minute sustained, then a burst; a per-minute value of 0 turns the
+    # limit off). Shared by every worker through the database on PostgreSQL.
+    register_per_minute: int = _setting(
+        10, "POST /register requests allowed per client IP address and minute (then 429)"
+    )
+    register_burst: int = _setting(5, "POST /register requests an IP address may send at once")
+    login_per_minute: int = _setting(
+        10, "POST /login requests allowed per client IP address, and per user, and minute"
+    )
+    login_burst: int = _setting(5, "POST /login requests an IP address or user may send at once")
+    send_to_device_per_minute: int = _setting(
+        600, "PUT /sendToDevice requests allowed per user and minute (then 429)"
+    )
+    send_to_device_burst: int = _setting(100, "/sendToDevice requests a user may send at once")
+    room_keys_upload_per_minute: int = _setting(
+        600, "PUT /room_keys/keys requests allowed per user and minute (then 429)"
+    )
+    room_keys_upload_burst: int = _setting(
+        100, "PUT /room_keys/keys requests a user may send at once"
+    )
+    # Sizes: what one request, or one device, may hold.
+    max_keys_per_upload: int = _setting(
+        1000, "most one-time plus fallback keys in one /keys/upload (413 M_TOO_LARGE above)"
+    )
+    max_backup_keys_per_request: int = _setting(
+        10000, "most keys in one PUT /room_keys/keys (413 M_TOO_LARGE above)"
+    )
+    max_to_device_messages_per_request: int = _setting(
+        10000, "most messages in one PUT /sendToDevice (413 M_TOO_LARGE above)"
+    )
+    max_queued_to_device_messages: int = _setting(
+        10000,
+        "most undelivered to-device messages a device may hold; messages to a full inbox "
+        "are dropped (and logged), the rest of the request is delivered",
+    )
+    max_account_data_bytes: int = _setting(
+        1024 * 1024, "largest account data entry (content as JSON) (413 M_TOO_LARGE above)"
+    )
+    request_timeout_ms: int = _setting(
+        60_000,
+        "time a request may take before it is answered 504 M_UNKNOWN (a /sync long-poll "
+        "gets its own timeout on top)",
+    )
 
     @property
     def base_url(self) -> str:
@@ -93,6 +136,11 @@ class Config:
             )
         if self.max_request_body_bytes < 1024:
             raise ConfigError("max_request_body_bytes must be at least 1024")
+        if self.request_timeout_ms < 1:
+            raise ConfigError("request_timeout_ms must be positive")
+        for name, value in dataclasses.asdict(self).items():
+            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                raise ConfigError(f"{name} must not be negative")
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}

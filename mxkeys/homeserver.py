@@ -16,7 +16,7 @@ from mxkeys.services.notifier import Notifier
 from mxkeys.services.passwords import PasswordHasher
 from mxkeys.services.profile import ProfileService
 from mxkeys.services.pushrules import PushRulesService
-from mxkeys.services.ratelimit import RateLimiter
+from mxkeys.services.ratelimit import RateLimits
 from mxkeys.services.registration import RegistrationService
 from mxkeys.services.room_keys import RoomKeyService
 from mxkeys.services.rooms import RoomService
@@ -52,24 +52,36 @@ class HomeServer:
             self.storage.accounts, self.passwords, config.server_name
         )
         self.devices = DeviceService(self.storage.accounts)
+        # Shared by all workers through PostgreSQL; SQLite has one process, buckets in memory.
+        self.rate_limits = RateLimits.from_config(
+            config, self.storage.rate_limits if self.db.dialect == "postgresql" else None
+        )
         self.keys = KeyService(
             self.storage.device_keys,
             config.server_name,
             config.max_unclaimed_one_time_keys,
-            RateLimiter(config.keys_claim_per_minute / 60, config.keys_claim_burst),
+            self.rate_limits.keys_claim,
+            config.max_keys_per_upload,
         )
         self.cross_signing = CrossSigningService(self.storage.device_keys, self.uia)
         self.auth.is_reserved_device_id = self.cross_signing.is_key_id
-        self.room_keys = RoomKeyService(self.storage.room_keys)
+        self.room_keys = RoomKeyService(self.storage.room_keys, self.rate_limits.room_keys_upload)
         self.rooms = RoomService(
             self.storage.rooms, self.storage.accounts, self.notifier, config.server_name
         )
         self.sync = SyncService(self.rooms, self.notifier)
         self.to_device = ToDeviceService(
-            self.storage.to_device, self.notifier, config.server_name
+            self.storage.to_device,
+            self.notifier,
+            config.server_name,
+            self.rate_limits.send_to_device,
+            config.max_to_device_messages_per_request,
+            config.max_queued_to_device_messages,
         )
         self.sync.add_source(self.to_device)
-        self.account_data = AccountDataService(self.storage.account_data, self.notifier)
+        self.account_data = AccountDataService(
+            self.storage.account_data, self.notifier, config.max_account_data_bytes
+        )
         self.filters = FilterService(self.storage.filters)
         self.profile = ProfileService(self.storage.profiles, config.server_name)
         self.registration.on_registered.append(self.profile.on_registered)

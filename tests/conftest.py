@@ -115,6 +115,9 @@ def new_database_url(
     return make
 
 
+RATE_LIMITED = ("register", "login", "send_to_device", "room_keys_upload")
+
+
 def test_config(database_url: str, **overrides: object) -> Config:
     """Settings for a test server: cheap password hashing, registration on."""
     values: dict[str, object] = {
@@ -125,6 +128,10 @@ def test_config(database_url: str, **overrides: object) -> Config:
         "password_parallelism": 1,
         "log_level": "warning",
         "database_pool_size": 4,
+        # The suite registers hundreds of users and logs in many times from 127.0.0.1, and
+        # uploads in quick loops: limits far above that (tests of the limits set their own).
+        **{f"{name}_per_minute": 6_000_000 for name in RATE_LIMITED},
+        **{f"{name}_burst": 100_000 for name in RATE_LIMITED},
     }
     values.update(overrides)
     return Config(**values)  # type: ignore[arg-type]

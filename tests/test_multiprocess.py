@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import selected_backends
+from tests.conftest import RATE_LIMITED, selected_backends
 from tests.helpers import Api, free_port
 
 
@@ -29,6 +29,9 @@ def start_process(
         "MXKEYS_PASSWORD_TIME_COST": "1",
         "MXKEYS_PASSWORD_MEMORY_COST_KIB": "1024",
         "MXKEYS_PASSWORD_PARALLELISM": "1",
+        # Tests register and log in many users from one address: limits far above that.
+        **{f"MXKEYS_{name.upper()}_PER_MINUTE": "6000000" for name in RATE_LIMITED},
+        **{f"MXKEYS_{name.upper()}_BURST": "100000" for name in RATE_LIMITED},
         **(extra_env or {}),
     })
     process = subprocess.Popen([sys.executable, "-m", "mxkeys", "serve"], env=env, cwd=cwd)
@@ -96,7 +99,8 @@ def test_serve_with_workers(request: pytest.FixtureRequest, new_database_url, tm
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MXKEYS_")}
     env.update({"MXKEYS_PASSWORD_TIME_COST": "1", "MXKEYS_PASSWORD_MEMORY_COST_KIB": "1024",
-                "MXKEYS_PASSWORD_PARALLELISM": "1", "MXKEYS_LOG_LEVEL": "warning"})
+                "MXKEYS_PASSWORD_PARALLELISM": "1", "MXKEYS_LOG_LEVEL": "warning",
+                **{f"MXKEYS_{name.upper()}_PER_MINUTE": "6000000" for name in RATE_LIMITED}})
     process = subprocess.Popen(
         [sys.executable, "-m", "mxkeys", "serve", "--workers", "2", "--database-url", url,
          "--listen", f"127.0.0.1:{port}", "--enable-registration"],

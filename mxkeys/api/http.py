@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
@@ -18,6 +21,7 @@ from mxkeys.errors import (
     not_json,
     too_large,
 )
+from mxkeys.json_checks import check_json
 from mxkeys.services.auth import Requester
 
 if TYPE_CHECKING:
@@ -64,14 +68,15 @@ def decode_json(body: bytes, model: type[T]) -> T:
     """Decode and validate a JSON body in one pass, mapping failures to Matrix errors.
 
     Besides the model's own rules this rejects what Matrix JSON cannot hold: invalid UTF-8,
-    lone surrogates, NaN/Infinity and numbers out of range.
+    lone surrogates, NaN/Infinity and numbers out of range, JSON nested more than
+    `json_checks.MAX_DEPTH` levels and integers outside canonical JSON's range.
     """
     if b"\\u0000" in body:
         # PostgreSQL text cannot hold U+0000, and no Matrix identifier or key contains it:
         # refuse it on every backend alike (Synapse refuses it too).
         raise bad_json("JSON strings may not contain U+0000")
     try:
-        return msgspec.json.decode(body, type=model)
+        value = msgspec.json.decode(body, type=model)
     except msgspec.ValidationError as e:
         message = str(e)
         missing = _MISSING_FIELD.match(message)
@@ -80,6 +85,12 @@ def decode_json(body: bytes, model: type[T]) -> T:
         raise bad_json(message) from None
     except msgspec.DecodeError:
         raise not_json() from None
+    except RecursionError:
+        # msgspec stops at the interpreter's recursion limit; `check_json` sets the real one.
+        raise bad_json("Request body nested too deeply") from None
+    # Depth and integer range (`mxkeys.json_checks`); `msgspec.Raw` parts are the caller's.
+    check_json(value)
+    return value
 
 
 async def json_body(request: Request, model: type[T]) -> T:
@@ -134,6 +145,9 @@ def access_token(request: Request) -> str | None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise MatrixError(401, "M_MISSING_TOKEN", "Malformed Authorization header")
+        if not token.isascii():
+            # (Headers arrive as latin-1.) No token we issue has other characters.
+            raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unrecognised access token")
         return token.strip()
     return request.query_params.get("access_token")
 
@@ -151,3 +165,40 @@ async def requester(request: Request) -> Requester:
     )
     request.scope["mxkeys.user"] = who.user_id
     return who
+
+
+# "Client Closed Request": what nginx and Synapse log for a request whose client went away.
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Return once the client has closed the connection.
+
+    Only for requests whose body has been read (or has none): the ASGI server answers
+    `receive()` with `http.disconnect` when the connection goes away, and blocks until then.
+    """
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T | None:
+    """Run `work`, but cancel it and return None if the client disconnects first.
+
+    ASGI servers do not cancel a handler whose client has gone; a long wait (a long-polling
+    `/sync`) would otherwise run to its timeout for nobody, and hold up a graceful shutdown.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return None
+    return task.result()

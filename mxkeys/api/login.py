@@ -37,6 +37,7 @@ async def login_flows(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     hs = homeserver(request)
+    await hs.rate_limits.login.check("ip:" + (request.client.host if request.client else "-"))
     body = await json_body(request, LoginBody)
     if body.type != PASSWORD_LOGIN:
         raise MatrixError(400, "M_UNKNOWN", f"Unknown login type {body.type}")
@@ -48,6 +49,8 @@ async def login(request: Request) -> Response:
         if body.identifier is not None
         else {"user": body.user}
     )
+    # Per account too: guessing one user's password from many addresses is limited as well.
+    await hs.rate_limits.login.check("user:" + user_id)
     result = await hs.auth.login_with_password(
         user_id, body.password, body.device_id, body.initial_device_display_name
     )

@@ -91,10 +91,13 @@ class EdgeMiddleware:
         method: Any = scope["method"]
         REQUESTS.labels(method, route, str(status)).inc()
         DURATION.labels(method, route).observe(elapsed)
+        # The metrics keep one "unmatched" label; the log names the path a client asked for,
+        # so an operator sees which endpoints their clients call that mxkeys does not serve.
+        logged_route = route if route != "unmatched" else "unmatched:" + scope["path"][:200]
         access_log.info(
             "%s %s %d %.1fms %s",
             method,
-            route,
+            logged_route,
             status,
             elapsed * 1000,
             scope.get("mxkeys.user", "-"),

@@ -40,6 +40,8 @@ async def register(request: Request) -> Response:
         raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
     if kind != "user":
         raise MatrixError(400, "M_INVALID_PARAM", "kind must be 'user' or 'guest'")
+    # Every step counts (each may start a UIA session): per client address.
+    await hs.rate_limits.register.check(request.client.host if request.client else "-")
     body = await json_body(request, RegisterBody)
     check_device_id(body.device_id)
     # Check the username before authentication, as Synapse does, so a client learns of a

@@ -26,7 +26,8 @@ from mxkeys.api.http import (
     read_body,
     requester,
 )
-from mxkeys.errors import MatrixError, bad_json, invalid_param, missing_param, not_json
+from mxkeys.errors import MatrixError, bad_json, invalid_param, missing_param, not_json, too_large
+from mxkeys.json_checks import json_problem, only_string_members
 from mxkeys.storage.room_keys import BackupVersion, KeyStream, NewRoomKey
 
 # JSON integers clients can rely on (the spec's canonical-JSON range), not negative.
@@ -100,6 +101,8 @@ def _check_id(room_id: str, session_id: str, name: str, value: str) -> None:
         raise _key_error(room_id, session_id, f"{name} longer than {MAX_ID_BYTES} bytes")
     if "\x00" in value:
         raise _key_error(room_id, session_id, f"{name} contains NUL")
+    if name == "room ID" and (len(value) < 2 or value[0] != "!"):
+        raise _key_error(room_id, session_id, "room IDs start with '!'")
 
 
 def _check_key(room_id: str, session_id: str, value: Any) -> None:
@@ -125,6 +128,8 @@ def _locate_error(body: bytes, room_id: str | None, original: msgspec.Validation
         data = msgspec.json.decode(body)
     except msgspec.DecodeError:
         raise not_json() from None
+    except RecursionError:
+        raise bad_json("Request body nested too deeply") from None
     if not isinstance(data, dict):
         raise bad_json("Request body must be a JSON object")
     if room_id is None:
@@ -156,6 +161,15 @@ def _new_key(room_id: str, session_id: str, key: KeyBackupData) -> NewRoomKey:
         raise not_json("Request body is not valid UTF-8") from None
     if not session_data.startswith("{"):
         raise _key_error(room_id, session_id, "session_data must be an object")
+    if not only_string_members(session_data):
+        # Numbers or nesting inside: decode it to check (`mxkeys.json_checks`); the common
+        # case, an object of strings, is checked without decoding.
+        try:
+            problem = json_problem(msgspec.json.decode(session_data), depth=5)
+        except (msgspec.DecodeError, RecursionError):  # e.g. 1e999: out of range
+            problem = "a number out of range, or nested too deeply"
+        if problem is not None:
+            raise _key_error(room_id, session_id, f"session_data: {problem}")
     return NewRoomKey(
         room_id,
         session_id,
@@ -186,12 +200,20 @@ async def _uploaded_keys(request: Request) -> list[NewRoomKey]:
                 data = msgspec.json.decode(body)
             except msgspec.DecodeError:
                 raise not_json() from None
+            except RecursionError:
+                raise bad_json("Request body nested too deeply") from None
             _check_key(room_id, session_id, data)
             raise bad_json(str(e)) from None
         _locate_error(body, room_id, e)
         raise  # not reached: _locate_error always raises
     except msgspec.DecodeError:
         raise not_json() from None
+    except RecursionError:
+        raise bad_json("Request body nested too deeply") from None
+    limit = homeserver(request).config.max_backup_keys_per_request
+    total = sum(len(backup.sessions) for backup in rooms.values())
+    if total > limit:
+        raise too_large(f"At most {limit} keys per request ({total} sent)")
     keys: list[NewRoomKey] = []
     for room, backup in rooms.items():
         if backup.sessions:

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from mxkeys.errors import MatrixError, forbidden, invalid_param, not_found
+from mxkeys.errors import MatrixError, forbidden, invalid_param, not_found, too_large
 from mxkeys.services.notifier import Notifier
 from mxkeys.storage.account_data import AccountDataStore
 
@@ -37,9 +37,12 @@ def check_room_id(room_id: str) -> None:
 
 
 class AccountDataService:
-    def __init__(self, store: AccountDataStore, notifier: Notifier) -> None:
+    def __init__(
+        self, store: AccountDataStore, notifier: Notifier, max_bytes: int | None = None
+    ) -> None:
         self.store = store
         self.notifier = notifier
+        self.max_bytes = max_bytes  # the largest entry (its content as JSON) clients may set
         # What GET returns for global m.push_rules (the user's full rule set, stored or not,
         # as Synapse answers); set by the push rules service.
         self.push_rules_source: Callable[[str], Awaitable[dict[str, Any]]] | None = None
@@ -58,11 +61,15 @@ class AccountDataService:
         Clients cannot set the server-managed types; the server itself (e.g. `/read_markers`
         for `m.fully_read`) passes `by_server=True`.
         """
+        if not data_type or len(data_type) > MAX_ID_BYTES:
+            raise invalid_param(f"Account data types are 1 to {MAX_ID_BYTES} characters")
         if not by_server and data_type in SERVER_MANAGED_TYPES:
             raise MatrixError(405, "M_BAD_JSON", f"Cannot set {data_type} through this API.")
         if room_id is not None:
             check_room_id(room_id)
         encoded = msgspec.json.encode(content).decode()
+        if not by_server and self.max_bytes is not None and len(encoded) > self.max_bytes:
+            raise too_large(f"Account data may hold at most {self.max_bytes} bytes of JSON")
         position = await self.store.put(user_id, room_id, data_type, encoded)
         self.notifier.notify_users([user_id], ["account_data"])
         return position

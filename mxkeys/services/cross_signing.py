@@ -20,6 +20,7 @@ from unpaddedbase64 import decode_base64
 
 from mxkeys.errors import MatrixError, forbidden, invalid_param, missing_param
 from mxkeys.ids import split_user_id
+from mxkeys.json_checks import check_json
 from mxkeys.services.keys import decode_json, encode_json
 from mxkeys.services.uia import PASSWORD, UiaRequest, UiaService
 from mxkeys.storage.device_keys import (
@@ -56,7 +57,9 @@ def verify_key_for(key_id: str, public_key: str) -> VerifyKey:
 def signature_valid(obj: dict[str, Any], user_id: str, key: VerifyKey) -> bool:
     try:
         verify_signed_json(obj, user_id, key)
-    except SignatureVerifyException:
+    except (SignatureVerifyException, KeyError, TypeError, ValueError):
+        # (Malformed `signatures`, e.g. a number where an object belongs: not a valid
+        # signature either.)
         return False
     return True
 
@@ -179,6 +182,8 @@ class CrossSigningService:
             raise invalid_param(f"{label}: {e}") from None
         if "signatures" in obj and not isinstance(obj["signatures"], dict):
             raise invalid_param(f"{label}.signatures must be an object")
+        # Signed JSON: canonical numbers only (integers in range), bounded nesting.
+        check_json(obj, label, canonical=True)
         return ParsedKey(usage, public_key, verify_key, obj)
 
     @staticmethod
@@ -217,6 +222,7 @@ class CrossSigningService:
         for target in request:
             if split_user_id(target) is None:
                 raise invalid_param(f"Invalid user ID: {target!r}")
+        check_json(request, "Signed objects", canonical=True)
         own = request.get(user_id, {})
         others = {u: objs for u, objs in request.items() if u != user_id}
         # Devices named as targets, and as signers (ed25519:<device>) of the master key.

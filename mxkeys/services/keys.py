@@ -14,8 +14,9 @@ from typing import Any
 
 import msgspec
 
-from mxkeys.errors import MatrixError, bad_json, invalid_param, missing_param
-from mxkeys.ids import split_user_id
+from mxkeys.errors import MatrixError, bad_json, invalid_param, missing_param, too_large
+from mxkeys.ids import MAX_DEVICE_ID_LENGTH, split_user_id
+from mxkeys.json_checks import check_json, decode_checked
 from mxkeys.services.ratelimit import RateLimiter
 from mxkeys.storage.device_keys import (
     MASTER,
@@ -31,6 +32,8 @@ from mxkeys.storage.device_keys import (
 # The algorithm whose count /keys/upload always reports (0 when none), as Synapse does:
 # clients rely on seeing it to know the server counts their keys.
 SIGNED_CURVE25519 = "signed_curve25519"
+# Algorithm names and key IDs (spec: namespaced identifiers, at most 255 characters).
+MAX_ID_LENGTH = 255
 DEVICE_KEYS_REQUIRED = ("user_id", "device_id", "algorithms", "keys", "signatures")
 USAGE_FIELDS = {
     MASTER: "master_keys",
@@ -100,11 +103,13 @@ class KeyService:
         server_name: str,
         max_one_time_keys: int,
         claim_limiter: RateLimiter,
+        max_keys_per_upload: int = 1000,
     ) -> None:
         self.store = store
         self.server_name = server_name
         self.max_one_time_keys = max_one_time_keys
         self.claim_limiter = claim_limiter
+        self.max_keys_per_upload = max_keys_per_upload
 
     # -- /keys/upload -----------------------------------------------------------------------
 
@@ -121,6 +126,12 @@ class KeyService:
 
         Keys arrive as raw JSON text: one-time keys are stored as sent (after validation),
         fallback keys re-encoded with sorted keys so that a re-upload compares equal."""
+        sent = len(one_time_keys or ()) + len(fallback_keys or ())
+        if sent > self.max_keys_per_upload:
+            raise too_large(
+                f"At most {self.max_keys_per_upload} one-time and fallback keys per upload "
+                f"({sent} sent)"
+            )
         device_keys_json = (
             self._check_device_keys(device_keys, user_id, device_id)
             if device_keys is not None
@@ -203,6 +214,8 @@ class KeyService:
         # `unsigned` is the server's to fill in on query (Synapse replaces it, too). The self-
         # signature is the client's to check, as in Synapse: the spec does not ask servers to.
         stored = {k: v for k, v in keys.items() if k != "unsigned"}
+        # Signed JSON: canonical numbers only (integers in range), bounded nesting.
+        check_json(stored, "device_keys", canonical=True)
         return encode_json(stored)
 
     @staticmethod
@@ -214,6 +227,11 @@ class KeyService:
             algorithm, sep, key_id = name.partition(":")
             if not algorithm or not sep or not key_id:
                 raise bad_json(f"{field_name}: {name!r} is not named <algorithm>:<key_id>")
+            if len(algorithm) > MAX_ID_LENGTH or len(key_id) > MAX_ID_LENGTH:
+                raise invalid_param(f"{field_name}: key names are at most 255 characters each")
+            # Signed JSON (or a bare key): canonical numbers only, bounded nesting. Stored as
+            # sent, so it must decode again whenever it is read back.
+            decode_checked(bytes(raw), f"{field_name}.{name}", canonical=True)
             try:
                 _key_decoder.decode(raw)
             except msgspec.ValidationError as e:
@@ -240,6 +258,8 @@ class KeyService:
         return targets
 
     async def query(self, requester: str, device_keys: Mapping[str, list[str]]) -> dict[str, Any]:
+        if any(len(d) > MAX_DEVICE_ID_LENGTH for ids in device_keys.values() for d in ids):
+            raise invalid_param("Device IDs are at most 255 characters")
         targets = self._split_targets(device_keys)
         all_devices_of = [u for u, ids in targets.local.items() if not ids]
         some_devices = [(u, d) for u, ids in targets.local.items() if ids for d in ids]
@@ -294,7 +314,11 @@ class KeyService:
     async def claim(
         self, requester: str, one_time_keys: Mapping[str, Mapping[str, str]]
     ) -> dict[str, Any]:
-        self.claim_limiter.check(requester)
+        await self.claim_limiter.check(requester)
+        for by_device in one_time_keys.values():
+            for device_id, algorithm in by_device.items():
+                if len(device_id) > MAX_DEVICE_ID_LENGTH or len(algorithm) > MAX_ID_LENGTH:
+                    raise invalid_param("Device IDs and algorithms are at most 255 characters")
         targets = self._split_targets(one_time_keys)
         wanted = [
             (user_id, device_id, algorithm)

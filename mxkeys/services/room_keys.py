@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 
 from mxkeys.errors import MatrixError, invalid_param, not_found
+from mxkeys.services.ratelimit import RateLimiter
 from mxkeys.storage.room_keys import (
     BackupVersion,
     KeyMetadata,
@@ -66,8 +67,9 @@ def wrong_version(current_version: int) -> MatrixError:
 
 
 class RoomKeyService:
-    def __init__(self, store: RoomKeyStore) -> None:
+    def __init__(self, store: RoomKeyStore, upload_limiter: RateLimiter | None = None) -> None:
         self.store = store
+        self.upload_limiter = upload_limiter
 
     # -- versions ------------------------------------------------------------------------
 
@@ -142,6 +144,8 @@ class RoomKeyService:
 
         `keys` must already be valid, and name each (room, session) once.
         """
+        if self.upload_limiter is not None:
+            await self.upload_limiter.check(user_id)
         result = await self.store.upload_keys(user_id, parse_version(version), keys, should_replace)
         return self._written(result, version)
 

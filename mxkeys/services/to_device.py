@@ -9,10 +9,11 @@ from typing import Any
 
 import msgspec
 
-from mxkeys.errors import invalid_param
-from mxkeys.ids import now_ms, split_user_id
+from mxkeys.errors import invalid_param, too_large
+from mxkeys.ids import MAX_DEVICE_ID_LENGTH, now_ms, split_user_id
 from mxkeys.services.auth import Requester
 from mxkeys.services.notifier import Notifier
+from mxkeys.services.ratelimit import RateLimiter
 from mxkeys.services.sync import SyncContext, future_token
 from mxkeys.storage.to_device import InboxMessage, OutgoingMessage, ToDeviceStore
 
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 # Messages delivered per /sync response; the rest follow in the next sync, at once.
 MAX_MESSAGES_PER_SYNC = 100
 MAX_EVENT_TYPE_LENGTH = 255
+MAX_TXN_ID_LENGTH = 255
 ACK_FLUSH_DELAY_S = 0.05
 
 _encode = msgspec.json.Encoder().encode
@@ -29,10 +31,21 @@ _encode = msgspec.json.Encoder().encode
 class ToDeviceService:
     stream = "to_device"
 
-    def __init__(self, store: ToDeviceStore, notifier: Notifier, server_name: str) -> None:
+    def __init__(
+        self,
+        store: ToDeviceStore,
+        notifier: Notifier,
+        server_name: str,
+        limiter: RateLimiter | None = None,
+        max_per_request: int = 10_000,
+        max_queued: int = 10_000,
+    ) -> None:
         self.store = store
         self.notifier = notifier
         self.server_name = server_name
+        self.limiter = limiter
+        self.max_per_request = max_per_request
+        self.max_queued = max_queued
         self._acks: dict[tuple[str, str], int] = {}
         self._reads: list[
             tuple[str, str, int, asyncio.Future[tuple[int, list[InboxMessage], bool, bool]]]
@@ -48,6 +61,13 @@ class ToDeviceService:
     ) -> None:
         if not event_type or len(event_type) > MAX_EVENT_TYPE_LENGTH:
             raise invalid_param("Invalid event type")
+        if not txn_id or len(txn_id) > MAX_TXN_ID_LENGTH:
+            raise invalid_param(f"Transaction IDs are 1 to {MAX_TXN_ID_LENGTH} characters")
+        if self.limiter is not None:
+            await self.limiter.check(requester.user_id)
+        count = sum(len(by_device) for by_device in messages.values())
+        if count > self.max_per_request:
+            raise too_large(f"At most {self.max_per_request} messages per request ({count} sent)")
         outgoing: list[OutgoingMessage] = []
         remote = 0
         for user_id, by_device in messages.items():
@@ -59,11 +79,19 @@ class ToDeviceService:
                 remote += len(by_device)
                 continue
             for device_id, content in by_device.items():
+                if not device_id or len(device_id) > MAX_DEVICE_ID_LENGTH:
+                    raise invalid_param(f"Invalid device ID {device_id[:300]!r}")
                 outgoing.append(OutgoingMessage(user_id, device_id, _encode(content).decode()))
         if remote:
             logger.info("dropped %d to-device messages for users on other servers", remote)
         recipients = await self.store.send(
-            requester.user_id, requester.device_id, txn_id, event_type, outgoing, now_ms()
+            requester.user_id,
+            requester.device_id,
+            txn_id,
+            event_type,
+            outgoing,
+            now_ms(),
+            self.max_queued,
         )
         if recipients:
             self.notifier.notify_users(recipients, [self.stream])

@@ -10,6 +10,7 @@ from mxkeys.storage.device_lists import DeviceListStore
 from mxkeys.storage.filters import FilterStore
 from mxkeys.storage.profile import ProfileStore
 from mxkeys.storage.pushrules import PushRulesStore
+from mxkeys.storage.rate_limits import RateLimitStore
 from mxkeys.storage.room_keys import RoomKeyStore
 from mxkeys.storage.rooms import RoomStore
 from mxkeys.storage.server_keys import ServerKeyStore
@@ -34,3 +35,4 @@ class Storage:
         self.server_keys = ServerKeyStore(db)
         self.to_device = ToDeviceStore(db)
         self.device_lists = DeviceListStore(db)
+        self.rate_limits = RateLimitStore(db)

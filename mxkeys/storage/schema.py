@@ -282,3 +282,15 @@ push_rules = sa.Table(
     ),
     sa.Column("rules", sa.Text, nullable=False),
 )
+
+# -- Rate limits (services/ratelimit.py) ------------------------------------------------------
+# One token bucket per limited key (e.g. "keys_claim:@alice:example.org"), shared by every
+# worker process on the database. `allowed` is the outcome of the bucket's last request.
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.Column("allowed", sa.Boolean, nullable=False),
+)

@@ -7,6 +7,8 @@ the order they were handed out and a sync never skips a message committed late.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,7 @@ from mxkeys.storage.schema import devices
 from mxkeys.storage.to_device_schema import device_inbox, stream_positions, to_device_txns
 
 STREAM = "to_device"
+logger = logging.getLogger(__name__)
 # How many acknowledged-but-not-yet-deleted rows a device read may have to skip.
 _STALE_ALLOWANCE = 100
 
@@ -71,9 +74,13 @@ class ToDeviceStore:
         event_type: str,
         messages: Sequence[OutgoingMessage],
         now_ms: int,
+        max_queued: int | None = None,
     ) -> list[str] | None:
         """Queue the messages for existing devices; None if `txn_id` was already used.
-        Returns the users who received at least one message."""
+        Returns the users who received at least one message.
+
+        A device already holding `max_queued` undelivered messages gets none (its inbox is
+        full: the message is dropped and logged); the others get theirs."""
 
         def run(conn: Connection) -> list[str] | None:
             fresh = conn.execute(
@@ -86,6 +93,8 @@ class ToDeviceStore:
             if fresh is None:
                 return None
             rows = self._expand(conn, messages)
+            if rows and max_queued is not None:
+                rows = self._drop_for_full_inboxes(conn, rows, max_queued)
             if not rows:
                 return []
             last = allocate_positions(conn, self.db.dialect, STREAM, len(rows))
@@ -140,6 +149,41 @@ class ToDeviceStore:
                     seen.add((m.user_id, device_id))
                     rows.append((m.user_id, device_id, m.content))
         return rows
+
+    def _drop_for_full_inboxes(
+        self, conn: Connection, rows: list[tuple[str, str, str]], max_queued: int
+    ) -> list[tuple[str, str, str]]:
+        """The rows whose device's inbox has room. One statement counts every target's queue
+        (at most `max_queued` + 1 rows each: the count stops there)."""
+        targets = sorted({(user_id, device_id) for user_id, device_id, _ in rows})
+        if self.db.dialect == "postgresql":
+            statement = sa.text(
+                "SELECT t.u, t.d FROM unnest(CAST(:users AS text[]), CAST(:devices AS text[])) "
+                "AS t(u, d) WHERE (SELECT count(*) FROM (SELECT 1 FROM device_inbox AS i "
+                "WHERE i.user_id = t.u AND i.device_id = t.d LIMIT :cap) AS q) >= :cap"
+            )
+            params: dict[str, object] = {
+                "users": [u for u, _ in targets],
+                "devices": [d for _, d in targets],
+                "cap": max_queued,
+            }
+        else:
+            statement = sa.text(
+                "SELECT json_extract(t.value, '$[0]') AS u, json_extract(t.value, '$[1]') AS d "
+                "FROM json_each(:targets) AS t WHERE (SELECT count(*) FROM (SELECT 1 FROM "
+                "device_inbox AS i WHERE i.user_id = json_extract(t.value, '$[0]') AND "
+                "i.device_id = json_extract(t.value, '$[1]') LIMIT :cap)) >= :cap"
+            )
+            params = {"targets": json.dumps(targets), "cap": max_queued}
+        full = {(row.u, row.d) for row in conn.execute(statement, params)}
+        if not full:
+            return rows
+        logger.warning(
+            "dropped to-device messages for %d devices whose inbox is full (%d messages)",
+            len(full),
+            max_queued,
+        )
+        return [row for row in rows if (row[0], row[1]) not in full]
 
     async def current_position(self) -> int:
         return await self.db.read(lambda conn: read_position(conn, STREAM))

@@ -34,6 +34,21 @@ def test_access_log_line(api: Api, caplog: pytest.LogCaptureFixture) -> None:
     ), lines
 
 
+def test_access_log_names_unknown_endpoints(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Operators see which endpoints their clients call that the server does not have."""
+    user = api.register()
+    with caplog.at_level(logging.INFO, logger="mxkeys.access"):
+        response = api.get("no_such_endpoint/%40x%3Ay", user)
+    assert_error(response, 404, "M_UNRECOGNIZED")
+    lines = [r.getMessage() for r in caplog.records if r.name == "mxkeys.access"]
+    assert any(
+        line.startswith("GET unmatched:/_matrix/client/v3/no_such_endpoint/%40x%3Ay 404 ")
+        for line in lines
+    ), lines
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -1,7 +1,10 @@
+import logging
+import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
-from tests.helpers import Api, User, assert_error
+from tests.helpers import CLIENT, Api, User, assert_error
 
 
 def create_room(api: Api, user: User, **body) -> str:
@@ -104,6 +107,44 @@ def test_long_poll_times_out_without_news(api: Api) -> None:
     body = api.get("sync", alice, params={"since": since, "timeout": "300"}).json()
     assert time.monotonic() - started >= 0.25
     assert body["next_batch"] == since
+
+
+def test_long_poll_ends_when_the_client_disconnects(api: Api, server) -> None:
+    """A client that gives up on a long-polling /sync (closed app, lost network, a client
+    stopping) must not leave the server waiting out the timeout for nobody: the sync ends at
+    once, logged as 499 like Synapse does, and the server can shut down without waiting."""
+    alice = api.register()
+    since = api.get("sync", alice).json()["next_batch"]
+    finished: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            method, route, status, ms, user = record.args  # type: ignore[misc]
+            # (Only the long poll: the initial sync's line may be logged after it answered.)
+            if route.endswith("/sync") and user == alice.user_id and ms > 400:
+                finished.append(f"{method} {status}")
+
+    access = logging.getLogger("mxkeys.access")
+    handler, level = Capture(), access.level
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    try:
+        url = urlsplit(server.base_url)
+        with socket.create_connection((url.hostname, url.port)) as sock:
+            sock.sendall(
+                f"GET {CLIENT}/sync?since={since}&timeout=30000 HTTP/1.1\r\n"
+                f"Host: {url.netloc}\r\nAuthorization: Bearer {alice.access_token}\r\n\r\n"
+                .encode()
+            )
+            time.sleep(0.5)  # the sync is now waiting for news
+            assert finished == []
+        deadline = time.monotonic() + 5
+        while not finished and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert finished == ["GET 499"]
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
 
 
 def test_bad_tokens(api: Api) -> None:
