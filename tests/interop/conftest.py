@@ -1,8 +1,9 @@
 """Fixtures for the interoperability tests: a fresh mxkeys per scenario, and its access log.
 
 Every request the server answers is logged on `mxkeys.access` as one line,
-`METHOD ROUTE STATUS DURATION USER`; the scenarios collect those lines to check that no
-request went unrouted or failed on the server, and to list what a client calls.
+`METHOD ROUTE STATUS DURATION USER` (ROUTE is `unmatched:PATH` when no endpoint matched); the
+scenarios collect those lines to check that nothing failed on the server, that clients called
+no endpoint mxkeys lacks (unless the scenario meant to), and to list what a client calls.
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ import pytest
 
 from tests.helpers import ServerHandle
 
+UNMATCHED = "unmatched:"  # how the access log names a path no endpoint matched
+
 
 @dataclass(frozen=True)
 class AccessLine:
     method: str
     route: str
     status: int
+
+    @property
+    def unmatched(self) -> bool:
+        return self.route.startswith(UNMATCHED)
 
     def __str__(self) -> str:
         return f"{self.status} {self.method} {self.route}"
@@ -36,16 +43,17 @@ class AccessLog(logging.Handler):
         self.lines.append(AccessLine(str(method), str(route), int(status)))
 
     def routes(self) -> list[str]:
-        """Distinct `METHOD ROUTE` pairs that were called, in a stable order."""
-        return sorted({f"{line.method} {line.route}" for line in self.lines})
+        """Distinct `METHOD ROUTE` pairs that were served, in a stable order."""
+        return sorted({f"{line.method} {line.route}" for line in self.lines if not line.unmatched})
 
-    def server_problems(self) -> list[AccessLine]:
-        """Requests no route matched, or that the server failed on (5xx)."""
-        return [
-            line
-            for line in self.lines
-            if line.route == "unmatched" or line.status >= 500 or line.status == 405
-        ]
+    def unmatched(self) -> list[str]:
+        """`METHOD PATH` of the requests no endpoint of mxkeys matched (404 M_UNRECOGNIZED)."""
+        return [f"{line.method} {line.route[len(UNMATCHED):]}" for line in self.lines
+                if line.unmatched]
+
+    def server_errors(self) -> list[AccessLine]:
+        """Requests the server failed on (5xx) or refused for their method (405)."""
+        return [line for line in self.lines if line.status >= 500 or line.status == 405]
 
 
 @dataclass

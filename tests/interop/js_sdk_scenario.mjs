@@ -122,16 +122,16 @@ async function register(localpart) {
         session = e.data && e.data.session;
         if (!session) throw e;
     }
-    const flows = await client.registerRequest({
+    const registered = await client.registerRequest({
         username: localpart,
         password,
         initial_device_display_name: `${localpart} first device`,
         auth: { type: "m.login.dummy", session },
     });
     return {
-        userId: flows.user_id,
-        accessToken: flows.access_token,
-        deviceId: flows.device_id,
+        userId: registered.user_id,
+        accessToken: registered.access_token,
+        deviceId: registered.device_id,
     };
 }
 
@@ -144,6 +144,31 @@ async function login(localpart, label) {
         initial_device_display_name: label,
     });
     return { userId: r.user_id, accessToken: r.access_token, deviceId: r.device_id };
+}
+
+// Answers user-interactive auth as Element does: first without auth (the server may answer
+// 401 with a session and its flows), then with the user's password in that session.
+function passwordAuth(userId, countRounds) {
+    return async (makeRequest) => {
+        let session;
+        try {
+            countRounds(1);
+            await makeRequest(null);
+            return;
+        } catch (e) {
+            session = e.data && e.data.session;
+            if (!session) throw e;
+            const flows = (e.data.flows || []).map((f) => f.stages.join(","));
+            if (!flows.includes("m.login.password")) throw new Error(`no password flow: ${flows}`);
+        }
+        countRounds(2);
+        await makeRequest({
+            type: "m.login.password",
+            identifier: { type: "m.id.user", user: userId },
+            password,
+            session,
+        });
+    };
 }
 
 // Secret storage keys the "user" knows: the one created in this run, cached by the SDK, or
@@ -184,7 +209,13 @@ async function startClient(label, creds, keyring, initialSyncLimit = 20) {
             if (state === "ERROR") reject(new Error(`sync failed: ${data && data.error}`));
         });
     });
-    await client.startClient({ initialSyncLimit });
+    // The options Element Web starts its client with.
+    await client.startClient({
+        initialSyncLimit,
+        lazyLoadMembers: true,
+        threadSupport: true,
+        pendingEventOrdering: sdk.PendingEventOrdering.Detached,
+    });
     await prepared;
     return client;
 }
@@ -248,6 +279,7 @@ const bobKeyring = { cached: {}, recoveryKey: null };
 let aliceCreds, bobCreds, alice, bob, alice2Creds, alice2, roomId;
 const aliceMessages = ["hello bob 1", "hello bob 2", "hello bob 3", "hello bob 4"];
 const bobReply = "hello alice, from bob";
+const whileInvited = "sent while bob was invited";
 
 await step("1. alice and bob register and start clients with Rust crypto", async () => {
     aliceCreds = await register(`alice-${suffix}`);
@@ -265,30 +297,12 @@ await step("1. alice and bob register and start clients with Rust crypto", async
     return `alice ${aliceCreds.deviceId}, bob ${bobCreds.deviceId}`;
 });
 
-await step("2a. alice bootstraps cross-signing (UIA with her password)", async () => {
+await step("2a. alice bootstraps cross-signing (UIA answered with her password if asked)", async () => {
     const crypto = alice.getCrypto();
     let uiaRounds = 0;
     await crypto.bootstrapCrossSigning({
         setupNewCrossSigning: true,
-        authUploadDeviceSigningKeys: async (makeRequest) => {
-            // First without auth (the server answers 401 with a session), then with it.
-            let session;
-            try {
-                uiaRounds++;
-                await makeRequest(null);
-                return;
-            } catch (e) {
-                session = e.data && e.data.session;
-                if (!session) throw e;
-            }
-            uiaRounds++;
-            await makeRequest({
-                type: "m.login.password",
-                identifier: { type: "m.id.user", user: aliceCreds.userId },
-                password,
-                session,
-            });
-        },
+        authUploadDeviceSigningKeys: passwordAuth(aliceCreds.userId, (n) => (uiaRounds = n)),
     });
     const status = await crypto.getCrossSigningStatus();
     assert(status.publicKeysOnDevice, `cross-signing public keys missing: ${JSON.stringify(status)}`);
@@ -328,7 +342,7 @@ await step("2b. alice sets up secret storage with a new key backup", async () =>
     return `backup version ${version}`;
 });
 
-await step("3. alice creates an encrypted room and invites bob, who joins", async () => {
+await step("3. alice creates an encrypted room, invites bob, sends him a message, he joins", async () => {
     const created = await alice.createRoom({
         name: "interop",
         invite: [bobCreds.userId],
@@ -342,6 +356,12 @@ await step("3. alice creates an encrypted room and invites bob, who joins", asyn
     });
     roomId = created.room_id;
     await waitFor("bob to see the invite", () => bob.getRoom(roomId));
+    // Rust crypto shares room keys with invited members too: this one is for bob already.
+    await waitFor("alice to see bob invited", () => {
+        const room = alice.getRoom(roomId);
+        return room && room.getMember(bobCreds.userId)?.membership === "invite";
+    });
+    await alice.sendTextMessage(roomId, whileInvited);
     await bob.joinRoom(roomId);
     await waitFor("alice to see bob joined", () => {
         const room = alice.getRoom(roomId);
@@ -354,18 +374,21 @@ await step("3. alice creates an encrypted room and invites bob, who joins", asyn
     return roomId;
 });
 
-await step("4. alice sends encrypted messages and bob decrypts them all", async () => {
+await step("4. alice sends encrypted messages; bob decrypts them and the one sent before he joined", async () => {
     for (const body of aliceMessages) {
         await alice.sendTextMessage(roomId, body);
     }
-    const room = alice.getRoom(roomId);
-    const sent = room.getLiveTimeline().getEvents().filter((e) => e.getSender() === aliceCreds.userId);
-    assert(
-        sent.some((e) => e.getWireType() === "m.room.encrypted"),
-        "alice's messages did not go out encrypted",
-    );
-    await waitForBodies(bob, roomId, aliceMessages, "bob");
-    return `${aliceMessages.length} messages`;
+    await waitForBodies(bob, roomId, [whileInvited, ...aliceMessages], "bob");
+    // What the server holds is ciphertext only.
+    const page = await bob.createMessagesRequest(roomId, null, 20, sdk.Direction.Backward);
+    const fromAlice = page.chunk.filter((e) => e.sender === aliceCreds.userId && !("state_key" in e));
+    assert(fromAlice.length === aliceMessages.length + 1, `server has ${fromAlice.length} messages`);
+    for (const e of fromAlice) {
+        assert(e.type === "m.room.encrypted", `a message is stored as ${e.type}`);
+        assert(e.content.algorithm === "m.megolm.v1.aes-sha2", "not megolm");
+        assert(!JSON.stringify(e.content).includes("bob"), "plaintext on the server");
+    }
+    return `${aliceMessages.length + 1} messages`;
 });
 
 await step("5. alice's room keys reach the server-side key backup", async () => {
@@ -417,8 +440,8 @@ await step("6c. the new device decrypts the earlier messages from room history",
     for (let i = 0; i < 10 && room.oldState.paginationToken !== null; i++) {
         await alice2.scrollback(room, 20);
     }
-    await waitForBodies(alice2, roomId, aliceMessages, "alice's new device");
-    return `${aliceMessages.length} messages`;
+    await waitForBodies(alice2, roomId, [whileInvited, ...aliceMessages], "alice's new device");
+    return `${aliceMessages.length + 1} messages`;
 });
 
 await step("7. bob replies encrypted; both of alice's devices decrypt it", async () => {
@@ -430,6 +453,73 @@ await step("7. bob replies encrypted; both of alice's devices decrypt it", async
     await bob.sendTextMessage(roomId, bobReply);
     await waitForBodies(alice, roomId, [bobReply], "alice's first device");
     await waitForBodies(alice2, roomId, [bobReply], "alice's new device");
+});
+
+await step("8. alice logs out her first device; bob drops it and still reaches her new one", async () => {
+    alice.stopClient();
+    await alice.logout(true);
+    await waitFor("bob to forget alice's old device", async () => {
+        const devices = await bob.getCrypto().getUserDeviceInfo([aliceCreds.userId], true);
+        const mine = devices.get(aliceCreds.userId);
+        return mine && !mine.has(aliceCreds.deviceId) && mine.has(alice2Creds.deviceId);
+    });
+    const last = "after the logout";
+    await bob.sendTextMessage(roomId, last);
+    await waitForBodies(alice2, roomId, [last], "alice's new device");
+});
+
+await step("9. unimplemented optional endpoints fail cleanly and the clients carry on", async () => {
+    // Element calls these; mxkeys answers 404 M_UNRECOGNIZED, which the SDK surfaces as a
+    // MatrixError that the application catches, and syncing is not disturbed.
+    const calls = {
+        typing: () => bob.sendTyping(roomId, true, 5000),
+        receipt: () => {
+            const events = bob.getRoom(roomId).getLiveTimeline().getEvents();
+            return bob.sendReadReceipt(events[events.length - 1]);
+        },
+        pushers: () => bob.getPushers(),
+        "thirdparty/protocols": () => bob.getThirdpartyProtocols(),
+        "voip/turnServer": () => bob.turnServer(),
+    };
+    const answers = [];
+    for (const [name, call] of Object.entries(calls)) {
+        try {
+            await call();
+            answers.push(`${name}: ok`);
+        } catch (e) {
+            assert(e.errcode === "M_UNRECOGNIZED" && e.httpStatus === 404, `${name}: ${e}`);
+            answers.push(`${name}: 404`);
+        }
+    }
+    const ping = "still syncing";
+    await alice2.sendTextMessage(roomId, ping);
+    await waitForBodies(bob, roomId, [ping], "bob");
+    return answers.join(", ");
+});
+
+await step("10. alice resets her cross-signing keys (UIA with her password); bob's client notices", async () => {
+    const crypto = alice2.getCrypto();
+    const before = await crypto.getCrossSigningKeyId();
+    let uiaRounds = 0;
+    await crypto.bootstrapCrossSigning({
+        setupNewCrossSigning: true,
+        authUploadDeviceSigningKeys: passwordAuth(alice2Creds.userId, (n) => (uiaRounds = n)),
+    });
+    const after = await crypto.getCrossSigningKeyId();
+    assert(after && after !== before, "the master key did not change");
+    assert(uiaRounds === 2, `replacing keys must need UIA; took ${uiaRounds} round(s)`);
+    // Bob's client hears of the change through device_lists in /sync, fetches the new
+    // identity and, having pinned the old one, asks its user to approve the change.
+    await waitFor("bob's client to notice alice's new identity", async () => {
+        const status = await bob.getCrypto().getUserVerificationStatus(alice2Creds.userId);
+        return status.needsUserApproval;
+    });
+    const q = await bob.http.authedRequest("POST", "/keys/query", undefined, {
+        device_keys: { [alice2Creds.userId]: [] },
+    });
+    const master = q.master_keys && q.master_keys[alice2Creds.userId];
+    assert(master && Object.values(master.keys).includes(after), "the server has the old key");
+    return `${uiaRounds} UIA rounds`;
 });
 
 for (const c of clients) c.stopClient();
