@@ -3,8 +3,13 @@
     python -m benchmarks --url http://127.0.0.1:8008   # any running homeserver
     python -m benchmarks --backend sqlite              # starts its own mxkeys (or postgres)
     python -m benchmarks --quick                       # every workload at tiny size
+    python -m benchmarks --backend postgres --workers 2  # mxkeys serve --workers 2
+    python -m benchmarks --compare [--rounds 3] [--workers 2]  # side by side with Synapse
 
-The server must allow registration with the m.login.dummy stage.
+The server must allow registration with the m.login.dummy stage. --compare starts mxkeys on
+SQLite, on PostgreSQL (and with --workers N on PostgreSQL) and Synapse (installed from PyPI
+into benchmarks/.synapse-venv/ on first use), runs the workloads on each in turn, and writes
+medians and ratios to benchmarks/results/compare-<date>.json and .md.
 """
 
 from __future__ import annotations
@@ -14,14 +19,11 @@ import asyncio
 import contextlib
 import json
 import platform
-import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Iterator
-from typing import Any
 
-from benchmarks.common import BenchClient, BenchContext, Workload
+from benchmarks.common import Workload, git_commit, run_workloads
 from benchmarks.servers import RunningServer, mxkeys_server
 from benchmarks.workloads import all_workloads
 
@@ -32,11 +34,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--url", help="homeserver base URL (default: start mxkeys)")
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite",
                         help="database of the mxkeys started when --url is not given")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="mxkeys serve --workers N (PostgreSQL only); with --compare, "
+                        "N > 1 adds mxkeys on PostgreSQL with N workers to the servers")
+    parser.add_argument("--compare", action="store_true",
+                        help="mxkeys (SQLite, PostgreSQL) side by side with Synapse")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="with --compare: runs of every server (default 3)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite")
     parser.add_argument("--only", help="comma-separated workload names to run")
     parser.add_argument("--json", dest="json_out", help="write results as JSON to this file")
     parser.add_argument("--list", action="store_true", help="list workloads and exit")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.workers < 1 or args.rounds < 1:
+        parser.error("--workers and --rounds must be at least 1")
+    if args.compare and args.url:
+        parser.error("--compare starts its own servers; it takes no --url")
+    if args.workers > 1 and not args.compare and (args.url or args.backend != "postgres"):
+        parser.error("--workers N > 1 needs mxkeys on PostgreSQL: --backend postgres")
+    return args
 
 
 def select(workloads: list[Workload], only: str | None) -> list[Workload]:
@@ -49,40 +65,13 @@ def select(workloads: list[Workload], only: str | None) -> list[Workload]:
     return [w for w in workloads if w.name in wanted]
 
 
-async def run_workloads(url: str, workloads: list[Workload], quick: bool) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    for workload in workloads:
-        client = BenchClient(url)
-        try:
-            started = time.perf_counter()
-            figures = await workload.run(BenchContext(client, quick=quick))
-            results[workload.name] = {"ok": True, **figures}
-            print(f"  {workload.name}: {figures} ({time.perf_counter() - started:.1f}s)",
-                  flush=True)
-        except Exception as e:  # a failed workload is reported, and fails the run
-            traceback.print_exc()
-            results[workload.name] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-            print(f"  {workload.name}: FAILED {e}", flush=True)
-        finally:
-            await client.close()
-    return results
-
-
 @contextlib.contextmanager
 def target(args: argparse.Namespace) -> Iterator[RunningServer]:
     if args.url:
         yield RunningServer("external", args.url.rstrip("/"), None)
     else:
-        with mxkeys_server(args.backend) as server:
+        with mxkeys_server(args.backend, args.workers) as server:
             yield server
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         for w in workloads:
             print(f"{w.name}: {w.description}")
         return 0
+    if args.compare:
+        from benchmarks.compare import compare
+
+        return compare(workloads, args.rounds, args.quick, args.workers, git_commit(),
+                       args.json_out)
     with target(args) as server:
         print(f"benchmarking {server.name} at {server.url}", flush=True)
         results = asyncio.run(run_workloads(server.url, workloads, args.quick))

@@ -10,9 +10,12 @@ workload instead of timing it.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import statistics
+import subprocess
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,3 +171,30 @@ class Workload:
     name: str
     description: str
     run: Callable[[BenchContext], Awaitable[dict[str, Any]]]
+
+
+async def run_workloads(url: str, workloads: list[Workload], quick: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for workload in workloads:
+        client = BenchClient(url)
+        try:
+            started = time.perf_counter()
+            figures = await workload.run(BenchContext(client, quick=quick))
+            results[workload.name] = {"ok": True, **figures}
+            print(f"  {workload.name}: {figures} ({time.perf_counter() - started:.1f}s)",
+                  flush=True)
+        except Exception as e:  # a failed workload is reported, and fails the run
+            traceback.print_exc()
+            results[workload.name] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            print(f"  {workload.name}: FAILED {e}", flush=True)
+        finally:
+            await client.close()
+    return results
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, cwd=os.path.dirname(__file__)).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

@@ -1,10 +1,12 @@
-"""Start a homeserver for a benchmark run: mxkeys on SQLite or PostgreSQL, in a subprocess."""
+"""Start a homeserver for a benchmark run: mxkeys on SQLite or PostgreSQL, in a subprocess
+(Synapse, for `--compare`, is in `synapse.py`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,24 +23,52 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
+def _vm_hwm_kib(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The command name (2nd field) may hold spaces; fields after its ")" are fixed.
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (e.g. the worker processes of `mxkeys serve --workers`)."""
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(_children(current))
+    return tree
+
+
 @dataclass
 class RunningServer:
     name: str
     url: str
     process: subprocess.Popen[bytes] | None
+    log_path: Path | None = None
 
     def peak_rss_mib(self) -> float | None:
-        """Peak resident memory of the server process so far (Linux VmHWM)."""
+        """Peak resident memory of the server so far (Linux VmHWM): of its process, summed
+        with its child processes' if it has any (`--workers N`: supervisor and workers)."""
         if self.process is None:
             return None
-        try:
-            status = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-        return None
+        peaks = [_vm_hwm_kib(pid) for pid in process_tree(self.process.pid)]
+        known = [p for p in peaks if p is not None]
+        return round(sum(known) / 1024, 1) if known else None
 
 
 def free_port() -> int:
@@ -59,10 +89,27 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 6
     raise RuntimeError(f"server at {url} did not come up in {timeout}s")
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def mxkeys_name(backend: str, workers: int = 1) -> str:
+    return f"mxkeys-{backend}" + (f"-{workers}w" if workers > 1 else "")
+
+
 @contextlib.contextmanager
-def mxkeys_server(backend: str) -> Iterator[RunningServer]:
-    """A fresh mxkeys (new database) with registration on, stopped afterwards."""
+def mxkeys_server(backend: str, workers: int = 1) -> Iterator[RunningServer]:
+    """A fresh mxkeys (new database) with registration on, stopped afterwards. `workers` > 1
+    runs `mxkeys serve --workers N` (PostgreSQL only)."""
     import psycopg
+
+    if workers > 1 and backend != "postgres":
+        raise ValueError("more than one worker needs the postgres backend")
 
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="mxkeys-bench-")
@@ -74,8 +121,10 @@ def mxkeys_server(backend: str) -> Iterator[RunningServer]:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{pg_name}"')
         database_url = f"{PG_ADMIN_URL.rpartition('/')[0]}/{pg_name}"
+    # Nothing from this shell's MXKEYS_* settings: mxkeys refuses names it does not know (such
+    # as MXKEYS_BENCH_POSTGRES_URL), and a run should not depend on who starts it.
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("MXKEYS_")},
         "MXKEYS_DATABASE_URL": database_url,
         "MXKEYS_LISTEN": f"127.0.0.1:{port}",
         "MXKEYS_ENABLE_REGISTRATION": "true",
@@ -84,21 +133,23 @@ def mxkeys_server(backend: str) -> Iterator[RunningServer]:
         "MXKEYS_PASSWORD_TIME_COST": "1",
         "MXKEYS_PASSWORD_MEMORY_COST_KIB": "8192",
         "MXKEYS_PASSWORD_PARALLELISM": "1",
+        # Benchmarks measure throughput, not the abuse limits (Synapse's run is unlimited too).
+        **{
+            f"MXKEYS_{name}_PER_MINUTE": "0"
+            for name in ("REGISTER", "LOGIN", "KEYS_CLAIM", "SEND_TO_DEVICE", "ROOM_KEYS_UPLOAD")
+        },
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "mxkeys", "serve"], env=env, cwd=workdir,
-        stdout=subprocess.DEVNULL,
+        [sys.executable, "-m", "mxkeys", "serve", "--workers", str(workers)], env=env,
+        cwd=workdir, stdout=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, process)
-        yield RunningServer(f"mxkeys-{backend}", url, process)
+        yield RunningServer(mxkeys_name(backend, workers), url, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
+        shutil.rmtree(workdir, ignore_errors=True)
         if pg_name is not None:
             with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
