@@ -1,5 +1,12 @@
 """To-device fan-out: one `PUT /sendToDevice` to 200 devices, timed until every recipient's
-waiting `/sync` has returned the message (end-to-end delivery latency, p50/p95)."""
+waiting `/sync` has returned the message (end-to-end delivery latency, p50/p95).
+
+Each recipient device long-polls on its own keep-alive connection, as a real device does
+(`benchmarks.http1`, not one shared httpx pool: httpx scans its whole pool on every request
+and response, which with 200 long-polls made the client, not the server, the bottleneck).
+A delivery is timed when the last byte of the `/sync` response carrying the message is read,
+before the client decodes it; every response is then decoded and checked (status 200,
+`next_batch`, the message in `to_device.events` with its sender, type and content)."""
 
 from __future__ import annotations
 
@@ -9,7 +16,8 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.common import BenchClient, BenchContext, BenchError, BenchUser, Workload
+from benchmarks.common import CLIENT, BenchContext, BenchError, BenchUser, Workload
+from benchmarks.http1 import Http1Connection, RawResponse
 
 
 def _p(values: list[float], q: float) -> float:
@@ -28,30 +36,52 @@ async def fan_out(ctx: BenchContext) -> dict[str, Any]:
     for extra in range(devices_per_user - 1):
         del extra
         recipients += await asyncio.gather(*(client.login(u) for u in first_devices))
-    # Receivers poll on their own connection pool: every device keeps a sync waiting.
-    receiver = BenchClient(client.base_url, concurrency=len(recipients) + 8)
-    try:
-        tokens = await asyncio.gather(
-            *(receiver.call("GET", "sync", r, params={"timeout": "0"}) for r in recipients)
+    # Every device keeps a sync waiting on its own connection.
+    connections = {r.access_token: Http1Connection(client.base_url) for r in recipients}
+
+    async def sync(device: BenchUser, params: dict[str, str]) -> tuple[RawResponse, Any]:
+        response = await connections[device.access_token].request(
+            "GET", f"{CLIENT}/sync", params=params,
+            headers={"Authorization": f"Bearer {device.access_token}"},
         )
-        since = {r.access_token: t["next_batch"] for r, t in zip(recipients, tokens, strict=True)}
+        if response.status != 200:
+            raise BenchError(f"GET sync: expected 200, got {response.status}: "
+                             f"{response.body[:300]!r}")
+        body = response.json()
+        if not isinstance(body.get("next_batch"), str):
+            raise BenchError("GET sync: no next_batch in the response")
+        return response, body
+
+    try:
+        tokens = await asyncio.gather(*(sync(r, {"timeout": "0"}) for r in recipients))
+        since = {
+            r.access_token: body["next_batch"]
+            for r, (_, body) in zip(recipients, tokens, strict=True)
+        }
         latencies: list[float] = []
         send_ms: list[float] = []
         for round_number in range(rounds):
             marker = secrets.token_hex(4)
             sent_at = 0.0
 
-            async def wait_for(device: BenchUser, marker: str = marker) -> float:
+            async def wait_for(
+                device: BenchUser, marker: str = marker, round_number: int = round_number
+            ) -> float:
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
-                    body = await receiver.call(
-                        "GET", "sync", device,
-                        params={"since": since[device.access_token], "timeout": "30000"},
+                    response, body = await sync(
+                        device, {"since": since[device.access_token], "timeout": "30000"}
                     )
                     since[device.access_token] = body["next_batch"]
                     events = body.get("to_device", {}).get("events", [])
-                    if any(e.get("content", {}).get("marker") == marker for e in events):
-                        return time.perf_counter()
+                    for event in events:
+                        if event.get("content", {}).get("marker") != marker:
+                            continue
+                        if event.get("sender") != sender.user_id or (
+                            event.get("type") != "m.bench.fanout"
+                        ) or event["content"] != {"marker": marker, "round": round_number}:
+                            raise BenchError(f"a to-device message arrived altered: {event}")
+                        return response.received_at
                 raise BenchError("a to-device message was not delivered within 30 s")
 
             waiters = [asyncio.create_task(wait_for(d)) for d in recipients]
@@ -71,7 +101,8 @@ async def fan_out(ctx: BenchContext) -> dict[str, Any]:
             arrivals = await asyncio.gather(*waiters)
             latencies += [(t - sent_at) * 1000 for t in arrivals]
     finally:
-        await receiver.close()
+        for connection in connections.values():
+            connection.close()
     return {
         "devices": len(recipients),
         "rounds": rounds,
