@@ -3,6 +3,7 @@ another user's) changed none of it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -28,9 +29,32 @@ def _ok(response: httpx.Response) -> Any:
     return response.status_code, response.json()
 
 
-def snapshot(api: Api, user: User) -> dict[str, Any]:
+def sync_view(api: Api, device: User) -> dict[str, Any]:
+    """What an initial /sync shows a device of its user's own E2EE state: its queued to-device
+    messages (an initial sync acknowledges none), global and room account data, its one-time-
+    key counts and unused fallback key types."""
+    response = api.get("sync", device, params={"timeout": "0"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return {
+        "to_device": body.get("to_device", {}).get("events", []),
+        "account_data": sorted(
+            body.get("account_data", {}).get("events", []), key=lambda e: e["type"]
+        ),
+        "room_account_data": {
+            room_id: sorted(room.get("account_data", {}).get("events", []),
+                            key=lambda e: e["type"])
+            for room_id, room in body.get("rooms", {}).get("join", {}).items()
+        },
+        "otk_counts": body.get("device_one_time_keys_count"),
+        "unused_fallback": sorted(body.get("device_unused_fallback_key_types") or []),
+    }
+
+
+def snapshot(api: Api, user: User, sync_devices: Sequence[User] = ()) -> dict[str, Any]:
     """The user's backups (every version's info and keys), device keys and cross-signing keys,
-    one-time-key counts and devices (without the last-seen fields every request updates)."""
+    one-time-key counts and devices (without the last-seen fields every request updates);
+    with `sync_devices` (logged-in devices of the user), also each one's `sync_view`."""
     state: dict[str, Any] = {}
     current = api.get("room_keys/version", user)
     state["backup"] = _ok(current)
@@ -52,4 +76,6 @@ def snapshot(api: Api, user: User) -> dict[str, Any]:
         ),
         key=lambda d: d["device_id"],
     )
+    for device in sync_devices:
+        state[f"sync/{device.device_id}"] = sync_view(api, device)
     return state
