@@ -18,10 +18,13 @@ ALL_STREAMS = "*"
 
 
 class _Waiter:
-    __slots__ = ("event", "streams")
+    """One waiting sync: a future resolved by the first notification, and the streams named
+    by every notification until the sync resumes (they are gathered while it is queued)."""
 
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
+    __slots__ = ("future", "streams")
+
+    def __init__(self, future: asyncio.Future[bool]) -> None:
+        self.future = future
         self.streams: set[str] = set()
 
 
@@ -56,7 +59,8 @@ class Notifier:
             self._counters[user_id] = self._counters.get(user_id, 0) + 1
             for waiter in self._waiters.get(user_id, ()):
                 waiter.streams.update(names)
-                waiter.event.set()
+                if not waiter.future.done():
+                    waiter.future.set_result(True)
         if publish and users and self.publish is not None:
             self.publish(users, names)
 
@@ -67,21 +71,31 @@ class Notifier:
 
     async def wait(self, user_id: str, seen: int, timeout_s: float) -> set[str] | None:
         """Wait until the user's counter moves past `seen`. Returns the streams named by the
-        notifications (`{"*"}` when unknown), or None on timeout."""
+        notifications (`{"*"}` when unknown), or None on timeout.
+
+        One future per waiter, resolved directly by `notify_users` (or by a timer on
+        timeout): waking hundreds of syncs at once costs one step of each, not a task and a
+        timeout handle per wait."""
         if self.counter(user_id) != seen:
             return {ALL_STREAMS}
-        waiter = _Waiter()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        waiter = _Waiter(future)
         waiters = self._waiters.setdefault(user_id, set())
         waiters.add(waiter)
+        timer = loop.call_later(max(timeout_s, 0.0), _expire, future)
         try:
-            try:
-                await asyncio.wait_for(waiter.event.wait(), timeout_s)
-            except TimeoutError:
-                return None
-            # Let notifications of the same moment arrive before rebuilding.
-            await asyncio.sleep(0)
-            return set(waiter.streams)
+            notified = await future
+            # Streams named by notifications that came before this sync resumed are all
+            # here; later ones move the counter the caller reads next.
+            return set(waiter.streams) if notified or waiter.streams else None
         finally:
+            timer.cancel()
             waiters.discard(waiter)
             if not waiters:
                 self._waiters.pop(user_id, None)
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
