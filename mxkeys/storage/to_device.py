@@ -11,8 +11,8 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -22,8 +22,51 @@ from mxkeys.storage.to_device_schema import device_inbox, stream_positions, to_d
 
 STREAM = "to_device"
 logger = logging.getLogger(__name__)
-# How many acknowledged-but-not-yet-deleted rows a device read may have to skip.
-_STALE_ALLOWANCE = 100
+_json_encode = msgspec.json.Encoder().encode
+
+# Which of many (user, device) pairs are existing devices.
+_EXISTING_PG = sa.text(
+    "SELECT v.user_id, v.device_id FROM unnest(CAST(:users AS text[]), "
+    "CAST(:devices AS text[])) AS t(u, d) JOIN devices AS v ON v.user_id = t.u "
+    "AND v.device_id = t.d"
+)
+_EXISTING_SQLITE = sa.text(
+    "SELECT v.user_id, v.device_id FROM json_each(:targets) AS t JOIN devices AS v "
+    "ON v.user_id = json_extract(t.value, '$[0]') AND v.device_id = json_extract(t.value, '$[1]')"
+)
+# A request's messages, numbered from :first in the order given.
+_INSERT_PG = sa.text(
+    "INSERT INTO device_inbox (stream_id, user_id, device_id, sender, type, content) "
+    "SELECT :first + t.n - 1, t.u, t.d, :sender, :type, t.c FROM unnest(CAST(:users AS text[]), "
+    "CAST(:devices AS text[]), CAST(:contents AS text[])) WITH ORDINALITY AS t(u, d, c, n)"
+)
+_INSERT_SQLITE = sa.text(
+    "INSERT INTO device_inbox (stream_id, user_id, device_id, sender, type, content) "
+    "SELECT :first + t.key, json_extract(t.value, '$[0]'), json_extract(t.value, '$[1]'), "
+    ":sender, :type, json_extract(t.value, '$[2]') FROM json_each(:rows) AS t"
+)
+
+# Pending messages of many devices: per device, the first `n` rows after its cursor (from
+# its own index range), and whether rows at or before the cursor (acknowledged, not yet
+# deleted) remain. One row per device without messages (stream_id NULL); ordered by stream.
+_PENDING_PG = sa.text(
+    "SELECT t.u, t.d, i.stream_id, i.sender, i.type, i.content, t.stale "
+    "FROM (SELECT u, d, a, EXISTS (SELECT 1 FROM device_inbox AS s WHERE s.user_id = u "
+    "AND s.device_id = d AND s.stream_id <= a) AS stale FROM unnest(CAST(:users AS text[]), "
+    "CAST(:devices AS text[]), CAST(:afters AS bigint[])) AS r(u, d, a)) AS t "
+    "LEFT JOIN LATERAL (SELECT stream_id, sender, type, content FROM device_inbox "
+    "WHERE user_id = t.u AND device_id = t.d AND stream_id > t.a AND stream_id <= :position "
+    "ORDER BY stream_id LIMIT :n) AS i ON true ORDER BY i.stream_id"
+)
+_PENDING_SQLITE = sa.text(
+    "WITH t AS (SELECT json_extract(value, '$[0]') AS u, json_extract(value, '$[1]') AS d, "
+    "json_extract(value, '$[2]') AS a FROM json_each(:targets)) "
+    "SELECT t.u, t.d, i.stream_id, i.sender, i.type, i.content, EXISTS (SELECT 1 FROM "
+    "device_inbox AS s WHERE s.user_id = t.u AND s.device_id = t.d AND s.stream_id <= t.a) "
+    "FROM t LEFT JOIN device_inbox AS i ON i.stream_id IN (SELECT stream_id FROM device_inbox "
+    "WHERE user_id = t.u AND device_id = t.d AND stream_id > t.a AND stream_id <= :position "
+    "ORDER BY stream_id LIMIT :n) ORDER BY i.stream_id"
+)
 
 
 def allocate_positions(conn: Connection, dialect: str, stream: str, count: int) -> int:
@@ -99,21 +142,22 @@ class ToDeviceStore:
                 return []
             last = allocate_positions(conn, self.db.dialect, STREAM, len(rows))
             first = last - len(rows) + 1
-            conn.execute(
-                device_inbox.insert(),
-                [
-                    {"stream_id": first + i, "user_id": user_id, "device_id": device_id,
-                     "sender": sender, "type": event_type, "content": content}
-                    for i, (user_id, device_id, content) in enumerate(rows)
-                ],
-            )
+            # One statement for every row, whatever their number.
+            params: dict[str, object] = {"first": first, "sender": sender, "type": event_type}
+            if self.db.dialect == "postgresql":
+                params["users"] = [user_id for user_id, _, _ in rows]
+                params["devices"] = [device_id for _, device_id, _ in rows]
+                params["contents"] = [content for _, _, content in rows]
+                conn.execute(_INSERT_PG, params)
+            else:
+                params["rows"] = _json_encode(rows).decode()
+                conn.execute(_INSERT_SQLITE, params)
             return sorted({user_id for user_id, _, _ in rows})
 
         return await self.db.write(run)
 
-    @staticmethod
     def _expand(
-        conn: Connection, messages: Sequence[OutgoingMessage]
+        self, conn: Connection, messages: Sequence[OutgoingMessage]
     ) -> list[tuple[str, str, str]]:
         """(user, device, content) for every existing target device, in request order."""
         star_users = sorted({m.user_id for m in messages if m.device_id == "*"})
@@ -128,14 +172,14 @@ class ToDeviceStore:
             ):
                 by_user.setdefault(user_id, []).append(device_id)
         if named:
-            existing = {
-                (row.user_id, row.device_id)
-                for row in conn.execute(
-                    sa.select(devices.c.user_id, devices.c.device_id).where(
-                        sa.tuple_(devices.c.user_id, devices.c.device_id).in_(named)
-                    )
+            if self.db.dialect == "postgresql":
+                found = conn.execute(
+                    _EXISTING_PG,
+                    {"users": [u for u, _ in named], "devices": [d for _, d in named]},
                 )
-            }
+            else:
+                found = conn.execute(_EXISTING_SQLITE, {"targets": _json_encode(named).decode()})
+            existing = {(user_id, device_id) for user_id, device_id in found.all()}
         rows: list[tuple[str, str, str]] = []
         seen: set[tuple[str, str]] = set()
         for m in messages:
@@ -194,56 +238,42 @@ class ToDeviceStore:
         """For many devices at once (one transaction, one query): the stream's position, and
         per (user, device, after) the device's messages in (after, position], at most
         `limit`, whether more wait, and whether acknowledged rows (<= after) are still
-        stored."""
+        stored. Each device's messages are read from its own index range, so neither old
+        acknowledged rows nor a long queue cost more than `limit` + 1 rows."""
+        statement = _PENDING_PG if self.db.dialect == "postgresql" else _PENDING_SQLITE
 
         def read(
             conn: Connection,
         ) -> tuple[int, dict[tuple[str, str], tuple[list[InboxMessage], bool, bool]]]:
             position = read_position(conn, STREAM)
-            c = device_inbox.c
-            result: dict[tuple[str, str], tuple[list[InboxMessage], bool, bool]] = {
-                (u, d): ([], False, False) for u, d, _ in requests
-            }
+            result: dict[tuple[str, str], tuple[list[InboxMessage], bool, bool]] = {}
             if not requests:
                 return position, result
-            after = {(u, d): a for u, d, a in requests}
-            keys = sorted(after)
-            ranked = (
-                sa.select(
-                    c.stream_id, c.user_id, c.device_id, c.sender, c.type, c.content,
-                    sa.func.row_number()
-                    .over(partition_by=(c.user_id, c.device_id), order_by=c.stream_id)
-                    .label("rank"),
-                )
-                .where(sa.tuple_(c.user_id, c.device_id).in_(keys), c.stream_id <= position)
-                .subquery()
-            )
-            # Rank counts stale rows too: read enough to skip them (they are few: deleted
-            # in batches shortly after the acknowledging sync).
-            rows = conn.execute(
-                sa.select(ranked)
-                .where(ranked.c.rank <= limit + 1 + _STALE_ALLOWANCE)
-                .order_by(ranked.c.user_id, ranked.c.device_id, ranked.c.stream_id)
-            ).all()
-            grouped: dict[tuple[str, str], list[Any]] = {}
-            for row in rows:
-                grouped.setdefault((row.user_id, row.device_id), []).append(row)
-            for key, device_rows in grouped.items():
-                cutoff = after[key]
-                stale = device_rows[0].stream_id <= cutoff
-                fresh = [r for r in device_rows if r.stream_id > cutoff]
-                if stale and len(device_rows) > limit + _STALE_ALLOWANCE:
-                    # Many stale rows still stored: read this device's fresh ones exactly.
-                    fresh = conn.execute(
-                        sa.select(c.stream_id, c.sender, c.type, c.content)
-                        .where(c.user_id == key[0], c.device_id == key[1],
-                               c.stream_id > cutoff, c.stream_id <= position)
-                        .order_by(c.stream_id)
-                        .limit(limit + 1)
-                    ).all()
-                messages = [InboxMessage(r.stream_id, r.sender, r.type, r.content)
-                            for r in fresh[: limit + 1]]
-                result[key] = (messages[:limit], len(messages) > limit, stale)
+            if self.db.dialect == "postgresql":
+                params: dict[str, object] = {
+                    "users": [u for u, _, _ in requests],
+                    "devices": [d for _, d, _ in requests],
+                    "afters": [a for _, _, a in requests],
+                }
+            else:
+                params = {"targets": _json_encode([list(r) for r in requests]).decode()}
+            params["position"] = position
+            params["n"] = limit + 1
+            found: dict[tuple[str, str], list[InboxMessage]] = {}
+            stale: set[tuple[str, str]] = set()
+            for user_id, device_id, stream_id, sender, event_type, content, old in (
+                conn.execute(statement, params).all()
+            ):
+                key = (user_id, device_id)
+                messages = found.setdefault(key, [])
+                if stream_id is not None:
+                    messages.append(InboxMessage(stream_id, sender, event_type, content))
+                if old:
+                    stale.add(key)
+            for user_id, device_id, _ in requests:
+                key = (user_id, device_id)
+                messages = found.get(key, [])
+                result[key] = (messages[:limit], len(messages) > limit, key in stale)
             return position, result
 
         return await self.db.read(read)
