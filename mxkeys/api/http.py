@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -188,17 +187,27 @@ async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) ->
 
     ASGI servers do not cancel a handler whose client has gone; a long wait (a long-polling
     `/sync`) would otherwise run to its timeout for nobody, and hold up a graceful shutdown.
+    `work` runs in the request's own task, which a watcher task cancels on disconnect: when
+    it completes, the response goes out in the same step (no second task to wait for).
     """
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_until_disconnected(request))
+    task = asyncio.current_task()
+    assert task is not None
+    disconnected = False
+
+    async def watch() -> None:
+        nonlocal disconnected
+        await _until_disconnected(request)
+        disconnected = True
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not disconnected:
+            raise
+        # Our own cancellation: take it back so enclosing timeouts see none.
+        task.uncancel()
+        return None
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if task.cancelled():
-        return None
-    return task.result()
