@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from mxkeys.storage.database import Database, dialect_insert
 from mxkeys.storage.schema import devices
-from mxkeys.storage.to_device_schema import device_inbox, stream_positions, to_device_txns
+from mxkeys.storage.to_device_schema import stream_positions, to_device_txns
 
 STREAM = "to_device"
 logger = logging.getLogger(__name__)
@@ -44,6 +44,18 @@ _INSERT_SQLITE = sa.text(
     "INSERT INTO device_inbox (stream_id, user_id, device_id, sender, type, content) "
     "SELECT :first + t.key, json_extract(t.value, '$[0]'), json_extract(t.value, '$[1]'), "
     ":sender, :type, json_extract(t.value, '$[2]') FROM json_each(:rows) AS t"
+)
+
+# Delete, per (user, device, position), the device's messages up to the position.
+_DELETE_ACKED_PG = sa.text(
+    "DELETE FROM device_inbox AS i USING unnest(CAST(:users AS text[]), "
+    "CAST(:devices AS text[]), CAST(:positions AS bigint[])) AS t(u, d, p) "
+    "WHERE i.user_id = t.u AND i.device_id = t.d AND i.stream_id <= t.p"
+)
+_DELETE_ACKED_SQLITE = sa.text(
+    "DELETE FROM device_inbox WHERE stream_id IN (SELECT i.stream_id FROM json_each(:acks) "
+    "AS t JOIN device_inbox AS i ON i.user_id = json_extract(t.value, '$[0]') AND "
+    "i.device_id = json_extract(t.value, '$[1]') AND i.stream_id <= json_extract(t.value, '$[2]'))"
 )
 
 # Pending messages of many devices: per device, the first `n` rows after its cursor (from
@@ -283,15 +295,19 @@ class ToDeviceStore:
         position: one transaction for any number of devices."""
         if not acks:
             return
-        c = device_inbox.c
-        statement = device_inbox.delete().where(
-            c.user_id == sa.bindparam("u"),
-            c.device_id == sa.bindparam("d"),
-            c.stream_id <= sa.bindparam("p"),
-        )
+        if self.db.dialect == "postgresql":
+            statement = _DELETE_ACKED_PG
+            params: dict[str, object] = {
+                "users": [u for u, _, _ in acks],
+                "devices": [d for _, d, _ in acks],
+                "positions": [p for _, _, p in acks],
+            }
+        else:
+            statement = _DELETE_ACKED_SQLITE
+            params = {"acks": _json_encode([list(a) for a in acks]).decode()}
 
         def run(conn: Connection) -> None:
-            conn.execute(statement, [{"u": u, "d": d, "p": p} for u, d, p in acks])
+            conn.execute(statement, params)
 
         await self.db.write(run)
 
