@@ -21,6 +21,11 @@ DURATION = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+# The label children of REQUESTS and DURATION per (method, route template, status): a
+# small set (unmatched paths share the "unmatched" route; odd methods stop being cached).
+_METRICS: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_METRICS_CACHED = 4096
+
 # The spec's "Web Browser Clients" section: every response carries these.
 CORS_HEADERS = [
     (b"access-control-allow-origin", b"*"),
@@ -89,8 +94,15 @@ class EdgeMiddleware:
     def _record(scope: Scope, status: int, elapsed: float) -> None:
         route = route_template(scope)
         method: Any = scope["method"]
-        REQUESTS.labels(method, route, str(status)).inc()
-        DURATION.labels(method, route).observe(elapsed)
+        key = (method, route, status)
+        metrics = _METRICS.get(key)
+        if metrics is None:
+            # Label lookups take a lock and build tuples: once per (method, route, status).
+            metrics = (REQUESTS.labels(method, route, str(status)), DURATION.labels(method, route))
+            if len(_METRICS) < _METRICS_CACHED:
+                _METRICS[key] = metrics
+        metrics[0].inc()
+        metrics[1].observe(elapsed)
         # The metrics keep one "unmatched" label; the log names the path a client asked for,
         # so an operator sees which endpoints their clients call that mxkeys does not serve.
         logged_route = route if route != "unmatched" else "unmatched:" + scope["path"][:200]
