@@ -24,14 +24,18 @@ STREAM = "to_device"
 logger = logging.getLogger(__name__)
 _json_encode = msgspec.json.Encoder().encode
 
-# Which of many (user, device) pairs are existing devices.
+# Which of many (user, device) pairs are existing devices, and whether each one's inbox holds
+# :cap messages already (counting stops there).
 _EXISTING_PG = sa.text(
-    "SELECT v.user_id, v.device_id FROM unnest(CAST(:users AS text[]), "
-    "CAST(:devices AS text[])) AS t(u, d) JOIN devices AS v ON v.user_id = t.u "
-    "AND v.device_id = t.d"
+    "SELECT v.user_id, v.device_id, (SELECT count(*) FROM (SELECT 1 FROM device_inbox AS i "
+    "WHERE i.user_id = v.user_id AND i.device_id = v.device_id LIMIT :cap) AS q) >= :cap "
+    "FROM unnest(CAST(:users AS text[]), CAST(:devices AS text[])) AS t(u, d) "
+    "JOIN devices AS v ON v.user_id = t.u AND v.device_id = t.d"
 )
 _EXISTING_SQLITE = sa.text(
-    "SELECT v.user_id, v.device_id FROM json_each(:targets) AS t JOIN devices AS v "
+    "SELECT v.user_id, v.device_id, (SELECT count(*) FROM (SELECT 1 FROM device_inbox AS i "
+    "WHERE i.user_id = v.user_id AND i.device_id = v.device_id LIMIT :cap)) >= :cap "
+    "FROM json_each(:targets) AS t JOIN devices AS v "
     "ON v.user_id = json_extract(t.value, '$[0]') AND v.device_id = json_extract(t.value, '$[1]')"
 )
 # A request's messages, numbered from :first in the order given.
@@ -147,9 +151,18 @@ class ToDeviceStore:
             ).first()
             if fresh is None:
                 return None
-            rows = self._expand(conn, messages)
+            rows, checked, full = self._expand(conn, messages, max_queued)
             if rows and max_queued is not None:
-                rows = self._drop_for_full_inboxes(conn, rows, max_queued)
+                # Devices reached through "*" were not counted with the named ones.
+                unchecked = {(u, d) for u, d, _ in rows} - checked
+                if unchecked:
+                    full |= self._full_inboxes(conn, unchecked, max_queued)
+                if full:
+                    logger.warning(
+                        "dropped to-device messages for %d devices whose inbox is full "
+                        "(%d messages)", len(full), max_queued,
+                    )
+                    rows = [row for row in rows if (row[0], row[1]) not in full]
             if not rows:
                 return []
             last = allocate_positions(conn, self.db.dialect, STREAM, len(rows))
@@ -169,12 +182,15 @@ class ToDeviceStore:
         return await self.db.write(run)
 
     def _expand(
-        self, conn: Connection, messages: Sequence[OutgoingMessage]
-    ) -> list[tuple[str, str, str]]:
-        """(user, device, content) for every existing target device, in request order."""
+        self, conn: Connection, messages: Sequence[OutgoingMessage], max_queued: int | None
+    ) -> tuple[list[tuple[str, str, str]], set[tuple[str, str]], set[tuple[str, str]]]:
+        """(user, device, content) for every existing target device, in request order; the
+        devices named directly (whose queues were counted in the same statement) and those
+        of them holding `max_queued` messages already."""
         star_users = sorted({m.user_id for m in messages if m.device_id == "*"})
         named = sorted({(m.user_id, m.device_id) for m in messages if m.device_id != "*"})
         existing: set[tuple[str, str]] = set()
+        full: set[tuple[str, str]] = set()
         by_user: dict[str, list[str]] = {}
         if star_users:
             for user_id, device_id in conn.execute(
@@ -184,14 +200,22 @@ class ToDeviceStore:
             ):
                 by_user.setdefault(user_id, []).append(device_id)
         if named:
+            # (Without a limit the count stops at once: cap 1, and the answer is unused.)
+            cap = max_queued if max_queued is not None else 1
             if self.db.dialect == "postgresql":
                 found = conn.execute(
                     _EXISTING_PG,
-                    {"users": [u for u, _ in named], "devices": [d for _, d in named]},
+                    {"users": [u for u, _ in named], "devices": [d for _, d in named],
+                     "cap": cap},
                 )
             else:
-                found = conn.execute(_EXISTING_SQLITE, {"targets": _json_encode(named).decode()})
-            existing = {(user_id, device_id) for user_id, device_id in found.all()}
+                found = conn.execute(
+                    _EXISTING_SQLITE, {"targets": _json_encode(named).decode(), "cap": cap}
+                )
+            for user_id, device_id, is_full in found.all():
+                existing.add((user_id, device_id))
+                if is_full and max_queued is not None:
+                    full.add((user_id, device_id))
         rows: list[tuple[str, str, str]] = []
         seen: set[tuple[str, str]] = set()
         for m in messages:
@@ -204,14 +228,14 @@ class ToDeviceStore:
                 if (m.user_id, device_id) not in seen:
                     seen.add((m.user_id, device_id))
                     rows.append((m.user_id, device_id, m.content))
-        return rows
+        return rows, existing, full
 
-    def _drop_for_full_inboxes(
-        self, conn: Connection, rows: list[tuple[str, str, str]], max_queued: int
-    ) -> list[tuple[str, str, str]]:
-        """The rows whose device's inbox has room. One statement counts every target's queue
-        (at most `max_queued` + 1 rows each: the count stops there)."""
-        targets = sorted({(user_id, device_id) for user_id, device_id, _ in rows})
+    def _full_inboxes(
+        self, conn: Connection, targets_given: set[tuple[str, str]], max_queued: int
+    ) -> set[tuple[str, str]]:
+        """The devices whose inbox is full. One statement counts every target's queue (at
+        most `max_queued` rows each: the count stops there)."""
+        targets = sorted(targets_given)
         if self.db.dialect == "postgresql":
             statement = sa.text(
                 "SELECT t.u, t.d FROM unnest(CAST(:users AS text[]), CAST(:devices AS text[])) "
@@ -231,15 +255,7 @@ class ToDeviceStore:
                 "i.device_id = json_extract(t.value, '$[1]') LIMIT :cap)) >= :cap"
             )
             params = {"targets": json.dumps(targets), "cap": max_queued}
-        full = {(row.u, row.d) for row in conn.execute(statement, params)}
-        if not full:
-            return rows
-        logger.warning(
-            "dropped to-device messages for %d devices whose inbox is full (%d messages)",
-            len(full),
-            max_queued,
-        )
-        return [row for row in rows if (row[0], row[1]) not in full]
+        return {(row.u, row.d) for row in conn.execute(statement, params)}
 
     async def current_position(self) -> int:
         return await self.db.read(lambda conn: read_position(conn, STREAM))
