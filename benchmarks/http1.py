@@ -33,47 +33,49 @@ class RawResponse:
         return _decode(self.body)
 
 
-def _parse(buffer: bytearray) -> tuple[int, dict[str, str], bytes, int] | None:
-    """One complete response at the start of `buffer`: (status, headers, body, bytes used),
-    or None if more bytes are needed."""
+def _head(buffer: bytearray) -> tuple[int, dict[str, str], int] | None:
+    """(status, headers, where the body starts) once the head is complete, else None."""
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
         return None
-    head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
-    status = int(head[0].split(" ", 2)[1])
+    lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
     headers: dict[str, str] = {}
-    for line in head[1:]:
+    for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    start = end + 4
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = bytearray()
-        position = start
-        while True:
-            line_end = buffer.find(b"\r\n", position)
-            if line_end < 0:
-                return None
-            size = int(bytes(buffer[position:line_end]).split(b";", 1)[0], 16)
-            position = line_end + 2
-            if size == 0:
-                trailer_end = buffer.find(b"\r\n\r\n", position - 2)
-                if trailer_end < 0:
-                    return None
-                return status, headers, bytes(body), trailer_end + 4
-            if len(buffer) < position + size + 2:
-                return None
-            body += buffer[position : position + size]
-            position += size + 2
-    length = int(headers.get("content-length", "0"))
-    if len(buffer) < start + length:
-        return None
-    return status, headers, bytes(buffer[start : start + length]), start + length
+    return status, headers, end + 4
+
+
+def _dechunk(data: bytes) -> tuple[bytes, int] | None:
+    """The body of a complete chunked encoding at the start of `data`, and the bytes it
+    used (trailers included); None if it is not complete yet."""
+    body = bytearray()
+    position = 0
+    while True:
+        line_end = data.find(b"\r\n", position)
+        if line_end < 0:
+            return None
+        size = int(data[position:line_end].split(b";", 1)[0], 16)
+        position = line_end + 2
+        if size == 0:
+            trailer_end = data.find(b"\r\n\r\n", position - 2)
+            return None if trailer_end < 0 else (bytes(body), trailer_end + 4)
+        if len(data) < position + size + 2:
+            return None
+        body += data[position : position + size]
+        position += size + 2
 
 
 class _Protocol(asyncio.Protocol):
+    """Reads one response at a time. The work per arriving piece is constant (a length check,
+    or a look at the last bytes for the end of a chunked body), so a 20 MB body costs the
+    client no more than its copy."""
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
+        self.head: tuple[int, dict[str, str], int] | None = None
         self.waiter: asyncio.Future[RawResponse] | None = None
         self.closed = False
 
@@ -87,17 +89,40 @@ class _Protocol(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         try:
-            parsed = _parse(self.buffer)
+            done = self._complete()
         except (ValueError, IndexError) as e:
             waiter.set_exception(ConnectionError(f"malformed HTTP response: {e}"))
             return
-        if parsed is None:
+        if done is None:
             return
         received_at = time.perf_counter()
-        status, headers, body, used = parsed
-        del self.buffer[:used]
+        status, headers, body = done
         self.waiter = None
         waiter.set_result(RawResponse(status, headers, body, received_at))
+
+    def _complete(self) -> tuple[int, dict[str, str], bytes] | None:
+        """The response, taken out of the buffer, once all of it has arrived."""
+        if self.head is None:
+            self.head = _head(self.buffer)
+            if self.head is None:
+                return None
+        status, headers, start = self.head
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            # A chunked body ends with the zero-size chunk and an empty line.
+            if not self.buffer.endswith(b"\r\n\r\n"):
+                return None
+            dechunked = _dechunk(bytes(self.buffer[start:]))
+            if dechunked is None:
+                return None
+            body, used = dechunked
+        else:
+            used = int(headers.get("content-length", "0"))
+            if len(self.buffer) < start + used:
+                return None
+            body = bytes(self.buffer[start : start + used])
+        del self.buffer[: start + used]
+        self.head = None
+        return status, headers, body
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -131,12 +156,15 @@ class Http1Connection:
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
         json: Any = None,
+        content: bytes | None = None,
     ) -> RawResponse:
+        """Send a request (a JSON value, or a body already encoded as JSON) and wait for the
+        whole response."""
         target = self.prefix + path + (f"?{urlencode(params)}" if params else "")
-        body = b"" if json is None else _encode(json)
+        body = content if content is not None else b"" if json is None else _encode(json)
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        if json is not None:
+        if json is not None or content is not None:
             lines.append("Content-Type: application/json")
         if body or method in ("POST", "PUT"):
             lines.append(f"Content-Length: {len(body)}")

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 from typing import Any
-
-import httpx
 
 from benchmarks.common import (
     CLIENT,
@@ -25,8 +22,10 @@ from benchmarks.common import (
     BenchUser,
     Stopwatch,
     Workload,
+    authorization,
     percentiles,
 )
+from benchmarks.http1 import Http1Connection
 
 ALG = "signed_curve25519"
 OTKS_PER_UPLOAD = 50
@@ -121,10 +120,10 @@ async def claim_many_devices(ctx: BenchContext) -> dict[str, Any]:
     seen: set[tuple[str, str]] = set()
     for _ in range(rounds):
         with Stopwatch() as sw:
-            response = await client.raw("POST", "keys/claim", claimer, content=body)
+            response = await client.timed("POST", "keys/claim", claimer, content=body)
         latencies.append(sw.seconds)
-        if response.status_code != 200:
-            raise BenchError(f"keys/claim: {response.status_code}: {response.text[:300]}")
+        if response.status != 200:
+            raise BenchError(f"keys/claim: {response.status}: {response.body[:300]!r}")
         got = response.json()["one_time_keys"]
         for d in targets:
             keys = got.get(d.user_id, {}).get(d.device_id)
@@ -160,10 +159,10 @@ async def query_many_users(ctx: BenchContext) -> dict[str, Any]:
     latencies: list[float] = []
     for _ in range(rounds):
         with Stopwatch() as sw:
-            response = await client.raw("POST", "keys/query", asker, content=body)
+            response = await client.timed("POST", "keys/query", asker, content=body)
         latencies.append(sw.seconds)
-        if response.status_code != 200:
-            raise BenchError(f"keys/query: {response.status_code}: {response.text[:300]}")
+        if response.status != 200:
+            raise BenchError(f"keys/query: {response.status}: {response.body[:300]!r}")
         got = response.json()["device_keys"]
         if set(got) != set(expected):
             raise BenchError(f"keys/query: {len(got)} users, not {len(expected)}")
@@ -178,72 +177,6 @@ async def query_many_users(ctx: BenchContext) -> dict[str, Any]:
 
 
 # -- /keys/upload -------------------------------------------------------------------------------
-
-
-class RawConnection:
-    """A bare HTTP/1.1 keep-alive connection for the throughput workload.
-
-    httpx costs the client 1.5-4 ms of CPU per request here; on a 2-core machine that shares
-    its CPUs with the server, the client would set the pace instead of the server. This sends
-    prepared requests and reads each response (status, Content-Length or chunked body) with
-    almost no client work, so the figure measures the server.
-    """
-
-    def __init__(self, base_url: str) -> None:
-        url = httpx.URL(base_url)
-        self.host = url.host
-        self.port = url.port or 80
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, path: str, token: str, body: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        head = (
-            f"POST {CLIENT}/{path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        self.writer.write(head.encode() + body)
-        status_line = await self.reader.readline()
-        status = int(status_line.split()[1])
-        length = None
-        chunked = False
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            name = name.strip().lower()
-            if name == "content-length":
-                length = int(value)
-            elif name == "transfer-encoding":
-                chunked = value.strip().lower() == "chunked"
-        if chunked:  # e.g. Synapse streams its JSON bodies
-            return status, await self.read_chunked()
-        if length is None:
-            raise BenchError(f"{path}: response without Content-Length or chunked body")
-        return status, await self.reader.readexactly(length)
-
-    async def read_chunked(self) -> bytes:
-        assert self.reader is not None
-        body = bytearray()
-        while True:
-            size = int((await self.reader.readline()).split(b";")[0], 16)
-            if size == 0:
-                while (await self.reader.readline()) not in (b"\r\n", b""):
-                    pass  # trailers
-                return bytes(body)
-            body += await self.reader.readexactly(size)
-            if await self.reader.readexactly(2) != b"\r\n":
-                raise BenchError("malformed chunked response body")
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(OSError):
-                await self.writer.wait_closed()
 
 
 async def upload_concurrent(ctx: BenchContext) -> dict[str, Any]:
@@ -265,24 +198,27 @@ async def upload_concurrent(ctx: BenchContext) -> dict[str, Any]:
     latencies: list[float] = []
     answers: list[tuple[BenchUser, int, int, bytes]] = []
     queue = list(reversed(uploaders))
-    connections = [RawConnection(client.base_url) for _ in range(CONCURRENCY)]
+    # Bare connections (`benchmarks/http1.py`), as in `BenchClient.timed`.
+    connections = [Http1Connection(client.base_url) for _ in range(CONCURRENCY)]
 
-    async def worker(conn: RawConnection) -> None:
+    async def worker(conn: Http1Connection) -> None:
         # Each worker takes a device and sends its uploads one after another.
         while queue:
             device = queue.pop()
             for i, body in enumerate(bodies[device.device_id]):
                 with Stopwatch() as sw:
-                    status, text = await conn.request("keys/upload", device.access_token, body)
+                    response = await conn.request(
+                        "POST", f"{CLIENT}/keys/upload", authorization(device), content=body
+                    )
                 latencies.append(sw.seconds)
-                answers.append((device, i, status, text))
+                answers.append((device, i, response.status, response.body))
 
     try:
         with Stopwatch() as total:
             await asyncio.gather(*(worker(c) for c in connections))
     finally:
         for conn in connections:
-            await conn.close()
+            conn.close()
     for device, i, status, text in answers:  # checked after the clock stopped
         if status != 200:
             raise BenchError(f"keys/upload: {status}: {text[:300]!r}")

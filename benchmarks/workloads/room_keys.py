@@ -93,7 +93,7 @@ async def put_batches(
     results = []
     for body in bodies:
         with Stopwatch() as sw:
-            response = await client.raw(
+            response = await client.timed(
                 "PUT",
                 "room_keys/keys",
                 backup.user,
@@ -102,8 +102,8 @@ async def put_batches(
             )
         if latencies is not None:
             latencies.append(sw.seconds)
-        if response.status_code != 200:
-            raise BenchError(f"PUT room_keys/keys: {response.status_code}: {response.text[:300]}")
+        if response.status != 200:
+            raise BenchError(f"PUT room_keys/keys: {response.status}: {response.body[:300]!r}")
         result = response.json()
         if not isinstance(result.get("etag"), str) or not isinstance(result.get("count"), int):
             raise BenchError(f"PUT room_keys/keys: bad body {result}")
@@ -187,13 +187,13 @@ async def download_all(ctx: BenchContext) -> dict[str, Any]:
     for _ in range(rounds):
         # Timed: the request and reading the whole body. Checking it is not.
         with Stopwatch() as sw:
-            response = await ctx.client.raw(
+            response = await ctx.client.timed(
                 "GET", "room_keys/keys", backup.user, params={"version": backup.version}
             )
         latencies.append(sw.seconds)
-        if response.status_code != 200:
-            raise BenchError(f"GET room_keys/keys: {response.status_code}: {response.text[:300]}")
-        size = len(response.content)
+        if response.status != 200:
+            raise BenchError(f"GET room_keys/keys: {response.status}: {response.body[:300]!r}")
+        size = len(response.body)
         rooms = response.json()["rooms"]
         if set(rooms) != set(backup.keys):
             raise BenchError(f"GET room_keys/keys: {len(rooms)} rooms, not {len(backup.keys)}")
@@ -213,15 +213,15 @@ async def download_per_room(ctx: BenchContext) -> dict[str, Any]:
     with Stopwatch() as sw:
         for room, sessions in backup.keys.items():
             with Stopwatch() as one:
-                response = await ctx.client.raw(
+                response = await ctx.client.timed(
                     "GET",
                     f"room_keys/keys/{room.replace('!', '%21').replace(':', '%3A')}",
                     backup.user,
                     params={"version": backup.version},
                 )
             latencies.append(one.seconds)
-            if response.status_code != 200:
-                raise BenchError(f"GET room keys: {response.status_code}: {response.text[:300]}")
+            if response.status != 200:
+                raise BenchError(f"GET room keys: {response.status}: {response.body[:300]!r}")
             check_sessions(response.json()["sessions"], sessions, f"room {room}")
     return {
         "rooms": len(backup.keys),
