@@ -146,7 +146,6 @@ one_time_keys = sa.Table(
         ondelete="CASCADE",
     ),
     sa.UniqueConstraint("user_id", "device_id", "algorithm", "key_id", name="one_time_keys_key"),
-    sa.Index("one_time_keys_claim", "user_id", "device_id", "algorithm", "id"),
 )
 
 # At most one fallback key per device and algorithm; `used` once handed out by a claim.
