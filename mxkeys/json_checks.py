@@ -10,14 +10,17 @@ that overflow a float (`1e999`). On top of that every request body must satisfy:
 - in objects that are signed (device keys, one-time and fallback keys, cross-signing keys),
   canonical JSON exactly: integers only, no floats at all.
 
-The checks walk decoded values with an explicit stack, never recursion.
+The checks walk decoded values with an explicit stack, never recursion. A request model whose
+type already rules out what the walk looks for (`typed_safely`) is not walked at all.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgspec
+import msgspec.inspect as mi
 
 from mxkeys.errors import bad_json
 
@@ -56,6 +59,48 @@ def json_problem(value: Any, canonical: bool = False, depth: int = 0) -> str | N
         elif isinstance(item, msgspec.Struct):
             stack.extend((getattr(item, f), level + 1) for f in item.__struct_fields__)
     return None
+
+
+@functools.cache
+def typed_safely(model: type) -> bool:
+    """Whether every value decoded as `model` obeys the rules above by its type alone: no
+    `Any`, no floats, integers bounded within the safe range, no recursive types (so nesting
+    is bounded by the type). `msgspec.Raw` parts do not count: they stay undecoded, and are
+    their handler's to check."""
+    seen: set[int] = set()
+    stack: list[mi.Type] = [mi.type_info(model)]
+    depth_guard = 0
+    while stack:
+        node = stack.pop()
+        depth_guard += 1
+        if depth_guard > 10_000:
+            return False
+        if isinstance(node, mi.StrType | mi.BoolType | mi.NoneType | mi.RawType):
+            continue
+        if isinstance(node, mi.IntType):
+            low = node.ge if node.ge is not None else (None if node.gt is None else node.gt + 1)
+            high = node.le if node.le is not None else (None if node.lt is None else node.lt - 1)
+            if low is None or high is None or low < MIN_SAFE_INT or high > MAX_SAFE_INT:
+                return False
+            continue
+        if isinstance(node, mi.StructType):
+            if id(node.cls) in seen:
+                return False  # recursive: nesting not bounded by the type
+            seen.add(id(node.cls))
+            stack.extend(field.type for field in node.fields)
+        elif isinstance(node, mi.DictType):
+            stack.extend((node.key_type, node.value_type))
+        elif isinstance(node, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+            stack.append(node.item_type)
+        elif isinstance(node, mi.UnionType):
+            stack.extend(node.types)
+        elif isinstance(node, mi.LiteralType):
+            if any(isinstance(v, int) and not MIN_SAFE_INT <= v <= MAX_SAFE_INT
+                   for v in node.values):
+                return False
+        else:  # Any, floats, and whatever else: walk the value
+            return False
+    return True
 
 
 def check_json(value: Any, what: str = "Request body", canonical: bool = False) -> None:
