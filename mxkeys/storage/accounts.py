@@ -7,7 +7,7 @@ device (or a user) removes everything stored for it in the same transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -57,9 +57,22 @@ _TOKEN_OWNER = (
 )
 
 
+# Most tokens the SQLite token cache keeps before it starts over.
+_TOKEN_CACHE_SIZE = 100_000
+
+
 class AccountStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Token lookups, cached on SQLite only. There one process owns the database (more
+        # workers are refused), so every revocation (a device's deletion takes its tokens)
+        # passes through `delete_devices` below, which evicts at once. On PostgreSQL another
+        # worker may revoke a token at any moment: every request asks the database.
+        # `_token_generation` moves with every eviction, so a lookup that read a row before
+        # a deletion committed cannot put it back in the cache afterwards.
+        self._token_cache: dict[str, TokenOwner] | None = {} if db.is_sqlite else None
+        self._cached_tokens_of: dict[str, set[str]] = {}  # user ID -> token hashes cached
+        self._token_generation = 0
 
     # -- users -------------------------------------------------------------------------
 
@@ -161,13 +174,41 @@ class AccountStore:
         await self.db.write(lambda conn: self._login_txn(conn, user_id, login, now_ms))
 
     async def get_token_owner(self, token_hash: str) -> TokenOwner | None:
+        cache = self._token_cache
+        if cache is not None and (cached := cache.get(token_hash)) is not None:
+            return cached
+
         def txn(conn: Connection) -> TokenOwner | None:
             row = conn.execute(_TOKEN_OWNER, {"token_hash": token_hash}).first()
             if row is None:
                 return None
             return TokenOwner(row.user_id, row.device_id, bool(row.is_admin), row.last_seen_ts)
 
-        return await self.db.read(txn)
+        generation = self._token_generation
+        owner = await self.db.read(txn)
+        if cache is not None and owner is not None and generation == self._token_generation:
+            if len(cache) >= _TOKEN_CACHE_SIZE:
+                cache.clear()
+                self._cached_tokens_of.clear()
+            cache[token_hash] = owner
+            self._cached_tokens_of.setdefault(owner.user_id, set()).add(token_hash)
+        return owner
+
+    def _evict_tokens(self, user_id: str, device_ids: Sequence[str] | None) -> None:
+        """Forget cached tokens of the user's devices (all of them when None)."""
+        cache = self._token_cache
+        if cache is None:
+            return
+        self._token_generation += 1
+        gone = None if device_ids is None else set(device_ids)
+        hashes = self._cached_tokens_of.get(user_id, set())
+        for token_hash in list(hashes):
+            owner = cache.get(token_hash)
+            if owner is None or gone is None or owner.device_id in gone:
+                cache.pop(token_hash, None)
+                hashes.discard(token_hash)
+        if not hashes:
+            self._cached_tokens_of.pop(user_id, None)
 
     async def record_token_use(
         self,
@@ -191,6 +232,9 @@ class AccountStore:
             )
 
         await self.db.write(txn)
+        cache = self._token_cache
+        if cache is not None and (cached := cache.get(token_hash)) is not None:
+            cache[token_hash] = replace(cached, last_seen_ts=now_ms)
 
     # -- devices -------------------------------------------------------------------------
 
@@ -248,4 +292,8 @@ class AccountStore:
             devices_removed(conn, user_id, removed)  # device-list stream, signatures
             return removed
 
-        return await self.db.write(txn)
+        try:
+            return await self.db.write(txn)
+        finally:
+            # (Also when the outcome is unknown: evicting a live token costs one lookup.)
+            self._evict_tokens(user_id, device_ids)

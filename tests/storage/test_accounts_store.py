@@ -48,3 +48,51 @@ def test_record_token_use(db: Database) -> None:
     assert device is not None and device.last_seen_ts == 99 and device.last_seen_ip == "127.0.0.1"
     owner = run(store.get_token_owner(hash_token("a1")))
     assert owner is not None and owner.last_seen_ts == 99
+
+
+def test_revocation_wins_over_cached_and_racing_lookups(db: Database) -> None:
+    """(On SQLite lookups are cached: a deleted device's tokens must stop working at once, and
+    a lookup that read the row just before the deletion must not cache it afterwards.)"""
+    store = AccountStore(db)
+    tokens = {d: hash_token(f"tok-{d}") for d in ("D1", "D2", "D3")}
+    run(store.create_user("@a:x", None, False, 1, NewLogin("D1", None, tokens["D1"])))
+    for device in ("D2", "D3"):
+        run(store.add_login("@a:x", NewLogin(device, None, tokens[device]), 2))
+    for token in tokens.values():  # looked up, so cached where there is a cache
+        assert run(store.get_token_owner(token)) is not None
+    run(store.record_token_use(tokens["D1"], "@a:x", "D1", 99, None, None))
+    assert run(store.get_token_owner(tokens["D1"])).last_seen_ts == 99
+
+    assert run(store.delete_devices("@a:x", ["D1"])) == ["D1"]
+    assert run(store.get_token_owner(tokens["D1"])) is None
+    assert run(store.get_token_owner(tokens["D2"])) is not None
+
+    fresh = AccountStore(db)  # nothing cached yet
+
+    class LateReads:
+        """The database, but a read's answer arrives only after the deletion committed."""
+
+        def __init__(self) -> None:
+            self.deleted = asyncio.Event()
+
+        async def read(self, fn):
+            result = await db.read(fn)
+            await self.deleted.wait()
+            return result
+
+        async def write(self, fn):
+            return await db.write(fn)
+
+    async def lookup_racing_a_deletion() -> None:
+        late = LateReads()
+        fresh.db = late  # type: ignore[assignment]
+        lookup = asyncio.ensure_future(fresh.get_token_owner(tokens["D2"]))
+        await asyncio.sleep(0.2)  # the lookup has read the row (still there)
+        await fresh.delete_devices("@a:x", None)
+        late.deleted.set()
+        assert await lookup is not None  # it read the row before the deletion
+        fresh.db = db
+
+    run(lookup_racing_a_deletion())
+    assert run(fresh.get_token_owner(tokens["D2"])) is None
+    assert run(fresh.get_token_owner(tokens["D3"])) is None
