@@ -27,7 +27,7 @@ from mxkeys.storage.schema import room_key_versions, room_keys, users
 # its limit of 32766 variables. (PostgreSQL takes any number as two arrays.)
 LOOKUP_CHUNK = 500
 # Rows per batch when streaming a backup out.
-STREAM_BATCH = 2000
+STREAM_BATCH = 500
 
 
 class KeyMetadata(Protocol):
