@@ -293,11 +293,25 @@ def request_for(
         if draw(st.integers(0, 2)) > 0:
             body = draw(corrupt(body))
             valid = False
+        if draw(st.integers(0, 9)) == 0:
+            body = draw(bad_utf8(body))
+            valid = False
     return op.method, path, body, params, valid
 
 
+@st.composite
+def bad_utf8(draw: st.DrawFn, value: Any) -> bytes:
+    """`value` as JSON text with bytes that are not UTF-8 after one of its quotes (mostly
+    inside a string, where a JSON parser has to notice them)."""
+    text = json.dumps(value).encode()
+    quotes = [i for i, byte in enumerate(text) if byte == ord('"')] or [len(text) - 1]
+    at = draw(st.sampled_from(quotes)) + 1
+    junk = draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80abc"]))
+    return text[:at] + junk + text[at:]
+
+
 def send(api: Api, target: Target, method: str, path: str, body: Any, params: dict) -> int:
-    content = None if body is None else json.dumps(body).encode()
+    content = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     response = api.request(
         method, path, target.user, content=content, params=params,
         headers={"Content-Type": "application/json"},
@@ -518,6 +532,21 @@ def hostile_cases(t: Target) -> list[tuple[str, str, Any, dict[str, str]]]:
         ("PUT", "sendToDevice/m.x/" + "t" * 300, {"messages": {}}, {}),
         ("PUT", "sendToDevice/" + "e" * 300 + "/t", {"messages": {}}, {}),
         ("PUT", "sendToDevice/m.x/h8", {"messages": {me: {"d" * 300: {}}}}, {}),
+        # invalid UTF-8 inside strings (typed decoding reports it unlike other JSON errors),
+        # in keys, in values, and inside parts kept undecoded (one-time keys, session_data)
+        ("POST", "keys/claim", b'{"one_time_keys": {"\xff": {}}}', {}),
+        ("POST", "keys/query", b'{"device_keys": {"%s": ["\xc3"]}}' % meb, {}),
+        ("POST", "keys/upload", b'{"one_time_keys": {"signed_curve25519:u1": "\xff"}}', {}),
+        ("POST", "keys/upload", b'{"one_time_keys": {"signed_curve25519:u2": '
+         b'{"key": "\xed\xa0\x80", "signatures": {}}}}', {}),
+        ("POST", "keys/upload", b'{"device_keys": {"user_id": "\xff"}}', {}),
+        ("POST", "keys/device_signing/upload", b'{"master_key": {"user_id": "\xff"}}', {}),
+        ("POST", "keys/signatures/upload", b'{"%s": {"\xff": {}}}' % meb, {}),
+        ("PUT", "sendToDevice/m.x/u1", b'{"messages": {"%s": {"\xff": {}}}}' % meb, {}),
+        ("PUT", "room_keys/keys", _rooms(_raw_key(data=b'{"a": "\xff"}')), v),
+        ("PUT", "room_keys/keys", _rooms(_raw_key(), room=b"!\xff:x"), v),
+        ("POST", "room_keys/version", b'{"algorithm": "\xff", "auth_data": {}}', {}),
+        ("POST", "delete_devices", b'{"devices": ["\xff"]}', {}),
         # devices and UIA
         ("POST", "delete_devices", b"not json", {}),
         ("POST", "delete_devices", b"", {}),

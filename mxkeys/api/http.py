@@ -60,7 +60,16 @@ async def read_body(request: Request) -> bytes:
         if size > limit:
             raise too_large()
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    # JSON text is UTF-8 (RFC 8259). Checked once here, for the whole body: parts of it are
+    # kept undecoded (`msgspec.Raw`) and decoded later, and a typed msgspec decode reports a
+    # bad byte inside a string as a UnicodeDecodeError rather than a DecodeError. (About 20 µs
+    # for a 180 KB backup upload.)
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise not_json("Request body is not valid UTF-8") from None
+    return body
 
 
 def decode_json(body: bytes, model: type[T]) -> T:
