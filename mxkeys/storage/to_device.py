@@ -7,7 +7,6 @@ the order they were handed out and a sync never skips a message committed late.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -156,7 +155,7 @@ class ToDeviceStore:
                 # Devices reached through "*" were not counted with the named ones.
                 unchecked = {(u, d) for u, d, _ in rows} - checked
                 if unchecked:
-                    full |= self._full_inboxes(conn, unchecked, max_queued)
+                    full |= self._existing_devices(conn, sorted(unchecked), max_queued)[1]
                 if full:
                     logger.warning(
                         "dropped to-device messages for %d devices whose inbox is full "
@@ -200,22 +199,7 @@ class ToDeviceStore:
             ):
                 by_user.setdefault(user_id, []).append(device_id)
         if named:
-            # (Without a limit the count stops at once: cap 1, and the answer is unused.)
-            cap = max_queued if max_queued is not None else 1
-            if self.db.dialect == "postgresql":
-                found = conn.execute(
-                    _EXISTING_PG,
-                    {"users": [u for u, _ in named], "devices": [d for _, d in named],
-                     "cap": cap},
-                )
-            else:
-                found = conn.execute(
-                    _EXISTING_SQLITE, {"targets": _json_encode(named).decode(), "cap": cap}
-                )
-            for user_id, device_id, is_full in found.all():
-                existing.add((user_id, device_id))
-                if is_full and max_queued is not None:
-                    full.add((user_id, device_id))
+            existing, full = self._existing_devices(conn, named, max_queued)
         rows: list[tuple[str, str, str]] = []
         seen: set[tuple[str, str]] = set()
         for m in messages:
@@ -230,32 +214,29 @@ class ToDeviceStore:
                     rows.append((m.user_id, device_id, m.content))
         return rows, existing, full
 
-    def _full_inboxes(
-        self, conn: Connection, targets_given: set[tuple[str, str]], max_queued: int
-    ) -> set[tuple[str, str]]:
-        """The devices whose inbox is full. One statement counts every target's queue (at
-        most `max_queued` rows each: the count stops there)."""
-        targets = sorted(targets_given)
+    def _existing_devices(
+        self, conn: Connection, pairs: Sequence[tuple[str, str]], max_queued: int | None
+    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """Which of the (user, device) pairs are existing devices, and which of those hold
+        `max_queued` undelivered messages already. One statement for all of them."""
+        # (Without a limit the count stops at once: cap 1, and the answer is unused.)
+        cap = max_queued if max_queued is not None else 1
         if self.db.dialect == "postgresql":
-            statement = sa.text(
-                "SELECT t.u, t.d FROM unnest(CAST(:users AS text[]), CAST(:devices AS text[])) "
-                "AS t(u, d) WHERE (SELECT count(*) FROM (SELECT 1 FROM device_inbox AS i "
-                "WHERE i.user_id = t.u AND i.device_id = t.d LIMIT :cap) AS q) >= :cap"
-            )
             params: dict[str, object] = {
-                "users": [u for u, _ in targets],
-                "devices": [d for _, d in targets],
-                "cap": max_queued,
+                "users": [u for u, _ in pairs], "devices": [d for _, d in pairs], "cap": cap,
             }
+            found = conn.execute(_EXISTING_PG, params)
         else:
-            statement = sa.text(
-                "SELECT json_extract(t.value, '$[0]') AS u, json_extract(t.value, '$[1]') AS d "
-                "FROM json_each(:targets) AS t WHERE (SELECT count(*) FROM (SELECT 1 FROM "
-                "device_inbox AS i WHERE i.user_id = json_extract(t.value, '$[0]') AND "
-                "i.device_id = json_extract(t.value, '$[1]') LIMIT :cap)) >= :cap"
+            found = conn.execute(
+                _EXISTING_SQLITE, {"targets": _json_encode(list(pairs)).decode(), "cap": cap}
             )
-            params = {"targets": json.dumps(targets), "cap": max_queued}
-        return {(row.u, row.d) for row in conn.execute(statement, params)}
+        existing: set[tuple[str, str]] = set()
+        full: set[tuple[str, str]] = set()
+        for user_id, device_id, is_full in found.all():
+            existing.add((user_id, device_id))
+            if is_full and max_queued is not None:
+                full.add((user_id, device_id))
+        return existing, full
 
     async def current_position(self) -> int:
         return await self.db.read(lambda conn: read_position(conn, STREAM))

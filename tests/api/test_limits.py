@@ -200,6 +200,16 @@ def test_full_inbox_drops_new_messages_only_for_that_device(small_limits) -> Non
                 ] == [4]
 
 
+def test_full_inbox_counts_devices_reached_through_star(small_limits) -> None:
+    with Api(small_limits.base_url) as api:
+        sender, receiver = api.register(), api.register()
+        for i in range(5):
+            body = {"messages": {receiver.user_id: {"*": {"n": i}}}}
+            assert api.put(f"sendToDevice/m.x/s{i}", sender, json=body).status_code == 200
+        events = api.get("sync", receiver).json()["to_device"]["events"]
+        assert [e["content"]["n"] for e in events] == [0, 1, 2]
+
+
 def test_limits_are_settings_with_defaults() -> None:
     from mxkeys.config import Config
 
