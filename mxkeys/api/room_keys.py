@@ -155,10 +155,8 @@ def _locate_error(body: bytes, room_id: str | None, original: msgspec.Validation
 
 def _new_key(room_id: str, session_id: str, key: KeyBackupData) -> NewRoomKey:
     _check_id(room_id, session_id, "session ID", session_id)
-    try:
-        session_data = str(key.session_data, "utf-8")
-    except UnicodeDecodeError:
-        raise not_json("Request body is not valid UTF-8") from None
+    # (Valid UTF-8: `read_body` checked the whole body.)
+    session_data = str(key.session_data, "utf-8")
     if not session_data.startswith("{"):
         raise _key_error(room_id, session_id, "session_data must be an object")
     if not only_string_members(session_data):
