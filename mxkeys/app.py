@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 from mxkeys.api import build_routes
 from mxkeys.api.http import JSONResponse
 from mxkeys.api.middleware import EdgeMiddleware
+from mxkeys.api.routing import IndexedRouter
 from mxkeys.api.timeout import RequestTimeout
 from mxkeys.config import Config
 from mxkeys.errors import MatrixError
@@ -43,7 +44,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
         body = {"errcode": "M_UNRECOGNIZED", "error": error}
     else:
         body = {"errcode": "M_UNKNOWN", "error": str(exc.detail)}
-    return JSONResponse(body, status_code=exc.status_code)
+    # (A 405 names the allowed methods in `Allow`, as HTTP requires.)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
@@ -109,6 +111,7 @@ def create_app(config: Config, homeserver: HomeServer | None = None) -> ASGIApp:
             Exception: internal_error,
         },
     )
-    app.router.redirect_slashes = False
+    # Routes are looked up by their leading path segments (api/routing.py).
+    app.router = IndexedRouter(routes, lifespan=lifespan)
     app.state.homeserver = hs
     return EdgeMiddleware(app)
