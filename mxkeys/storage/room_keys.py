@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, CursorResult
 
 from mxkeys.storage.database import Database
-from mxkeys.storage.schema import room_key_versions, room_keys, users
+from mxkeys.storage.schema import room_key_versions, room_keys
+from mxkeys.storage.sql import Statement, execute, execute_many, fetch_all, fetch_one
 
 # (room, session) pairs per lookup statement on SQLite: two bind parameters each, far below
 # its limit of 32766 variables. (PostgreSQL takes any number as two arrays.)
@@ -52,6 +53,13 @@ class BackupVersion:
     auth_data: str  # JSON object text
     etag: int
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredMetadata:
+    first_message_index: int
+    forwarded_count: int
+    is_verified: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +119,25 @@ _KEY_INSERT_COLUMNS = (
     "user_id, version, room_id, session_id, first_message_index, forwarded_count, "
     "is_verified, session_data"
 )
-_SQLITE_INSERT = f"INSERT INTO room_keys ({_KEY_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_UPDATE = (
+_SQLITE_INSERT = Statement(
+    f"INSERT INTO room_keys ({_KEY_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE = Statement(
     "UPDATE room_keys SET first_message_index = ?, forwarded_count = ?, is_verified = ?, "
     "session_data = ? WHERE user_id = ? AND version = ? AND room_id = ? AND session_id = ?"
+)
+_LOCK_USER = Statement("SELECT user_id FROM users WHERE user_id = ? FOR NO KEY UPDATE")
+_VERSION_COLUMNS = "version, algorithm, auth_data, etag, key_count"
+_CURRENT_VERSION = Statement(
+    f"SELECT {_VERSION_COLUMNS} FROM room_key_versions WHERE user_id = ? AND NOT deleted "
+    "ORDER BY version DESC LIMIT 1"
+)
+_LIVE_VERSION = Statement(
+    f"SELECT {_VERSION_COLUMNS} FROM room_key_versions WHERE user_id = ? AND version = ? "
+    "AND NOT deleted"
+)
+_SET_VERSION_STATE = Statement(
+    "UPDATE room_key_versions SET etag = ?, key_count = ? WHERE user_id = ? AND version = ?"
 )
 _PG_COPY = f"COPY room_keys ({_KEY_INSERT_COLUMNS}) FROM STDIN"
 _LOOKUP_COLUMNS = "k.room_id, k.session_id, k.first_message_index, k.forwarded_count, k.is_verified"
@@ -159,41 +182,22 @@ class RoomKeyStore:
         """Serialize this transaction with the user's other backup writes (PostgreSQL;
         SQLite write transactions are serialized already)."""
         if self.db.dialect == "postgresql":
-            conn.execute(
-                sa.select(users.c.user_id)
-                .where(users.c.user_id == user_id)
-                .with_for_update(key_share=True)
-            )
+            fetch_one(conn, _LOCK_USER, (user_id,))
 
     @staticmethod
-    def _version_row(conn: Connection, user_id: str, version: int | None) -> sa.Row | None:
+    def _version_row(conn: Connection, user_id: str, version: int | None) -> BackupVersion | None:
         """The live (not deleted) version, or the current one when `version` is None."""
-        query = sa.select(room_key_versions).where(
-            room_key_versions.c.user_id == user_id,
-            room_key_versions.c.deleted == sa.false(),
-        )
         if version is None:
-            query = query.order_by(room_key_versions.c.version.desc()).limit(1)
+            row = fetch_one(conn, _CURRENT_VERSION, (user_id,))
         else:
-            query = query.where(room_key_versions.c.version == version)
-        return conn.execute(query).first()
+            row = fetch_one(conn, _LIVE_VERSION, (user_id, version))
+        return None if row is None else BackupVersion(*row)
 
     @staticmethod
     def _set_version_state(
         conn: Connection, user_id: str, version: int, etag: int, count: int
     ) -> None:
-        conn.execute(
-            room_key_versions.update()
-            .where(
-                room_key_versions.c.user_id == user_id,
-                room_key_versions.c.version == version,
-            )
-            .values(etag=etag, key_count=count)
-        )
-
-    @staticmethod
-    def _version(row: sa.Row) -> BackupVersion:
-        return BackupVersion(row.version, row.algorithm, row.auth_data, row.etag, row.key_count)
+        execute(conn, _SET_VERSION_STATE, (etag, count, user_id, version))
 
     # -- versions ------------------------------------------------------------------------
 
@@ -228,8 +232,7 @@ class RoomKeyStore:
         """A live version, or the current one when `version` is None."""
 
         def txn(conn: Connection) -> BackupVersion | None:
-            row = self._version_row(conn, user_id, version)
-            return None if row is None else self._version(row)
+            return self._version_row(conn, user_id, version)
 
         return await self.db.read(txn)
 
@@ -324,8 +327,8 @@ class RoomKeyStore:
                 flat.append(version)
                 chunks.append((_sqlite_lookup(len(chunk)), tuple(flat)))
         for sql, params in chunks:
-            for row in conn.exec_driver_sql(sql, params):
-                found[(row.room_id, row.session_id)] = row
+            for row in fetch_all(conn, sql, params):
+                found[(row[0], row[1])] = _StoredMetadata(row[2], row[3], bool(row[4]))
         return found
 
     def _insert(self, conn: Connection, user_id: str, version: int, keys: list[NewRoomKey]) -> None:
@@ -351,13 +354,14 @@ class RoomKeyStore:
                 for row in rows:
                     copy.write_row(row)
         else:
-            conn.exec_driver_sql(_SQLITE_INSERT, rows)
+            execute_many(conn, _SQLITE_INSERT, rows)
 
     def _update(self, conn: Connection, user_id: str, version: int, keys: list[NewRoomKey]) -> None:
         # One statement per row in one executemany (pipelined by psycopg): each is a
         # primary-key probe, a plan no table statistics can spoil.
-        conn.exec_driver_sql(
-            _UPDATE.replace("?", "%s") if self.db.dialect == "postgresql" else _UPDATE,
+        execute_many(
+            conn,
+            _UPDATE,
             [
                 (
                     k.first_message_index,
@@ -397,7 +401,7 @@ class RoomKeyStore:
                 if version is not None and self._version_row(conn, user_id, version):
                     return KeysWrite("wrong_version", current_version=current.version)
                 return KeysWrite("not_found")
-            existing = self._existing(conn, user_id, version, keys) if current.key_count else {}
+            existing = self._existing(conn, user_id, version, keys) if current.count else {}
             inserts: list[NewRoomKey] = []
             updates: list[NewRoomKey] = []
             for key in keys:
@@ -406,7 +410,7 @@ class RoomKeyStore:
                     inserts.append(key)
                 elif should_replace(stored, key):
                     updates.append(key)
-            etag, count = current.etag, current.key_count
+            etag, count = current.etag, current.count
             if inserts:
                 self._insert(conn, user_id, version, inserts)
             if updates:
@@ -438,7 +442,7 @@ class RoomKeyStore:
                 condition = sa.and_(condition, room_keys.c.room_id == room_id)
             if session_id is not None:
                 condition = sa.and_(condition, room_keys.c.session_id == session_id)
-            etag, count = row.etag, row.key_count
+            etag, count = row.etag, row.count
             if count:
                 result: CursorResult[Any] = conn.execute(room_keys.delete().where(condition))
                 deleted = result.rowcount

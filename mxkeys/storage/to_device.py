@@ -12,12 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mxkeys.storage.database import Database, dialect_insert
-from mxkeys.storage.schema import devices
-from mxkeys.storage.to_device_schema import stream_positions, to_device_txns
+from mxkeys.storage.database import Database
+from mxkeys.storage.sql import Statement, execute, fetch_all, fetch_one
+from mxkeys.storage.to_device_schema import to_device_txns
 
 STREAM = "to_device"
 logger = logging.getLogger(__name__)
@@ -25,84 +24,91 @@ _json_encode = msgspec.json.Encoder().encode
 
 # Which of many (user, device) pairs are existing devices, and whether each one's inbox holds
 # :cap messages already (counting stops there).
-_EXISTING_PG = sa.text(
-    "SELECT v.user_id, v.device_id, (SELECT count(*) FROM (SELECT 1 FROM device_inbox AS i "
-    "WHERE i.user_id = v.user_id AND i.device_id = v.device_id LIMIT :cap) AS q) >= :cap "
-    "FROM unnest(CAST(:users AS text[]), CAST(:devices AS text[])) AS t(u, d) "
-    "JOIN devices AS v ON v.user_id = t.u AND v.device_id = t.d"
-)
-_EXISTING_SQLITE = sa.text(
+_EXISTING = Statement(
+    # SQLite
     "SELECT v.user_id, v.device_id, (SELECT count(*) FROM (SELECT 1 FROM device_inbox AS i "
     "WHERE i.user_id = v.user_id AND i.device_id = v.device_id LIMIT :cap)) >= :cap "
     "FROM json_each(:targets) AS t JOIN devices AS v "
-    "ON v.user_id = json_extract(t.value, '$[0]') AND v.device_id = json_extract(t.value, '$[1]')"
+    "ON v.user_id = json_extract(t.value, '$[0]') AND v.device_id = json_extract(t.value, '$[1]')",
+    # PostgreSQL
+    "SELECT v.user_id, v.device_id, (SELECT count(*) FROM (SELECT 1 FROM device_inbox AS i "
+    "WHERE i.user_id = v.user_id AND i.device_id = v.device_id LIMIT :cap) AS q) >= :cap "
+    "FROM unnest(CAST(:users AS text[]), CAST(:devices AS text[])) AS t(u, d) "
+    "JOIN devices AS v ON v.user_id = t.u AND v.device_id = t.d",
 )
 # A request's messages, numbered from :first in the order given.
-_INSERT_PG = sa.text(
-    "INSERT INTO device_inbox (stream_id, user_id, device_id, sender, type, content) "
-    "SELECT :first + t.n - 1, t.u, t.d, :sender, :type, t.c FROM unnest(CAST(:users AS text[]), "
-    "CAST(:devices AS text[]), CAST(:contents AS text[])) WITH ORDINALITY AS t(u, d, c, n)"
-)
-_INSERT_SQLITE = sa.text(
+_INSERT = Statement(
+    # SQLite
     "INSERT INTO device_inbox (stream_id, user_id, device_id, sender, type, content) "
     "SELECT :first + t.key, json_extract(t.value, '$[0]'), json_extract(t.value, '$[1]'), "
-    ":sender, :type, json_extract(t.value, '$[2]') FROM json_each(:rows) AS t"
+    ":sender, :type, json_extract(t.value, '$[2]') FROM json_each(:rows) AS t",
+    # PostgreSQL
+    "INSERT INTO device_inbox (stream_id, user_id, device_id, sender, type, content) "
+    "SELECT :first + t.n - 1, t.u, t.d, :sender, :type, t.c FROM unnest(CAST(:users AS text[]), "
+    "CAST(:devices AS text[]), CAST(:contents AS text[])) WITH ORDINALITY AS t(u, d, c, n)",
 )
 
 # Delete, per (user, device, position), the device's messages up to the position.
-_DELETE_ACKED_PG = sa.text(
-    "DELETE FROM device_inbox AS i USING unnest(CAST(:users AS text[]), "
-    "CAST(:devices AS text[]), CAST(:positions AS bigint[])) AS t(u, d, p) "
-    "WHERE i.user_id = t.u AND i.device_id = t.d AND i.stream_id <= t.p"
-)
-_DELETE_ACKED_SQLITE = sa.text(
+_DELETE_ACKED = Statement(
+    # SQLite
     "DELETE FROM device_inbox WHERE stream_id IN (SELECT i.stream_id FROM json_each(:acks) "
     "AS t JOIN device_inbox AS i ON i.user_id = json_extract(t.value, '$[0]') AND "
-    "i.device_id = json_extract(t.value, '$[1]') AND i.stream_id <= json_extract(t.value, '$[2]'))"
+    "i.device_id = json_extract(t.value, '$[1]') AND i.stream_id <= json_extract(t.value, '$[2]'))",
+    # PostgreSQL
+    "DELETE FROM device_inbox AS i USING unnest(CAST(:users AS text[]), "
+    "CAST(:devices AS text[]), CAST(:positions AS bigint[])) AS t(u, d, p) "
+    "WHERE i.user_id = t.u AND i.device_id = t.d AND i.stream_id <= t.p",
 )
 
 # Pending messages of many devices: per device, the first `n` rows after its cursor (from
 # its own index range), and whether rows at or before the cursor (acknowledged, not yet
 # deleted) remain. One row per device without messages (stream_id NULL); ordered by stream.
-_PENDING_PG = sa.text(
-    "SELECT t.u, t.d, i.stream_id, i.sender, i.type, i.content, t.stale "
-    "FROM (SELECT u, d, a, EXISTS (SELECT 1 FROM device_inbox AS s WHERE s.user_id = u "
-    "AND s.device_id = d AND s.stream_id <= a) AS stale FROM unnest(CAST(:users AS text[]), "
-    "CAST(:devices AS text[]), CAST(:afters AS bigint[])) AS r(u, d, a)) AS t "
-    "LEFT JOIN LATERAL (SELECT stream_id, sender, type, content FROM device_inbox "
-    "WHERE user_id = t.u AND device_id = t.d AND stream_id > t.a AND stream_id <= :position "
-    "ORDER BY stream_id LIMIT :n) AS i ON true ORDER BY i.stream_id"
-)
-_PENDING_SQLITE = sa.text(
+_PENDING = Statement(
+    # SQLite
     "WITH t AS (SELECT json_extract(value, '$[0]') AS u, json_extract(value, '$[1]') AS d, "
     "json_extract(value, '$[2]') AS a FROM json_each(:targets)) "
     "SELECT t.u, t.d, i.stream_id, i.sender, i.type, i.content, EXISTS (SELECT 1 FROM "
     "device_inbox AS s WHERE s.user_id = t.u AND s.device_id = t.d AND s.stream_id <= t.a) "
     "FROM t LEFT JOIN device_inbox AS i ON i.stream_id IN (SELECT stream_id FROM device_inbox "
     "WHERE user_id = t.u AND device_id = t.d AND stream_id > t.a AND stream_id <= :position "
-    "ORDER BY stream_id LIMIT :n) ORDER BY i.stream_id"
+    "ORDER BY stream_id LIMIT :n) ORDER BY i.stream_id",
+    # PostgreSQL
+    "SELECT t.u, t.d, i.stream_id, i.sender, i.type, i.content, t.stale "
+    "FROM (SELECT u, d, a, EXISTS (SELECT 1 FROM device_inbox AS s WHERE s.user_id = u "
+    "AND s.device_id = d AND s.stream_id <= a) AS stale FROM unnest(CAST(:users AS text[]), "
+    "CAST(:devices AS text[]), CAST(:afters AS bigint[])) AS r(u, d, a)) AS t "
+    "LEFT JOIN LATERAL (SELECT stream_id, sender, type, content FROM device_inbox "
+    "WHERE user_id = t.u AND device_id = t.d AND stream_id > t.a AND stream_id <= :position "
+    "ORDER BY stream_id LIMIT :n) AS i ON true ORDER BY i.stream_id",
 )
 
 
-def allocate_positions(conn: Connection, dialect: str, stream: str, count: int) -> int:
+_ALLOCATE = Statement(
+    "INSERT INTO stream_positions (stream, position) VALUES (:stream, :count) "
+    "ON CONFLICT (stream) DO UPDATE SET position = stream_positions.position + :count "
+    "RETURNING position"
+)
+_POSITION = Statement("SELECT position FROM stream_positions WHERE stream = ?")
+_NEW_TXN = Statement(
+    "INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (user_id, device_id, txn_id) DO NOTHING RETURNING txn_id"
+)
+_DEVICES_OF = Statement(
+    "SELECT user_id, device_id FROM devices WHERE user_id IN (SELECT value FROM json_each(?)) "
+    "ORDER BY user_id, device_id",
+    "SELECT user_id, device_id FROM devices WHERE user_id = ANY(CAST(? AS text[])) "
+    "ORDER BY user_id, device_id",
+)
+
+
+def allocate_positions(conn: Connection, stream: str, count: int) -> int:
     """Reserve `count` positions on `stream`; returns the last one."""
-    statement = (
-        dialect_insert(dialect, stream_positions)
-        .values(stream=stream, position=count)
-        .on_conflict_do_update(
-            index_elements=["stream"],
-            set_={"position": stream_positions.c.position + count},
-        )
-        .returning(stream_positions.c.position)
-    )
-    return int(conn.execute(statement).scalar_one())
+    return int(fetch_one(conn, _ALLOCATE, {"stream": stream, "count": count})[0])
 
 
 def read_position(conn: Connection, stream: str) -> int:
-    value = conn.execute(
-        sa.select(stream_positions.c.position).where(stream_positions.c.stream == stream)
-    ).scalar()
-    return int(value or 0)
+    row = fetch_one(conn, _POSITION, (stream,))
+    return int(row[0]) if row is not None else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,13 +147,7 @@ class ToDeviceStore:
         full: the message is dropped and logged); the others get theirs."""
 
         def run(conn: Connection) -> list[str] | None:
-            fresh = conn.execute(
-                dialect_insert(self.db.dialect, to_device_txns)
-                .values(user_id=sender, device_id=sender_device, txn_id=txn_id,
-                        created_ts=now_ms)
-                .on_conflict_do_nothing(index_elements=["user_id", "device_id", "txn_id"])
-                .returning(to_device_txns.c.txn_id)
-            ).first()
+            fresh = fetch_one(conn, _NEW_TXN, (sender, sender_device, txn_id, now_ms))
             if fresh is None:
                 return None
             rows, checked, full = self._expand(conn, messages, max_queued)
@@ -164,7 +164,7 @@ class ToDeviceStore:
                     rows = [row for row in rows if (row[0], row[1]) not in full]
             if not rows:
                 return []
-            last = allocate_positions(conn, self.db.dialect, STREAM, len(rows))
+            last = allocate_positions(conn, STREAM, len(rows))
             first = last - len(rows) + 1
             # One statement for every row, whatever their number.
             params: dict[str, object] = {"first": first, "sender": sender, "type": event_type}
@@ -172,10 +172,9 @@ class ToDeviceStore:
                 params["users"] = [user_id for user_id, _, _ in rows]
                 params["devices"] = [device_id for _, device_id, _ in rows]
                 params["contents"] = [content for _, _, content in rows]
-                conn.execute(_INSERT_PG, params)
             else:
                 params["rows"] = _json_encode(rows).decode()
-                conn.execute(_INSERT_SQLITE, params)
+            execute(conn, _INSERT, params)
             return sorted({user_id for user_id, _, _ in rows})
 
         return await self.db.write(run)
@@ -192,11 +191,11 @@ class ToDeviceStore:
         full: set[tuple[str, str]] = set()
         by_user: dict[str, list[str]] = {}
         if star_users:
-            for user_id, device_id in conn.execute(
-                sa.select(devices.c.user_id, devices.c.device_id)
-                .where(devices.c.user_id.in_(star_users))
-                .order_by(devices.c.user_id, devices.c.device_id)
-            ):
+            users: object = (
+                star_users if self.db.dialect == "postgresql"
+                else _json_encode(star_users).decode()
+            )
+            for user_id, device_id in fetch_all(conn, _DEVICES_OF, (users,)):
                 by_user.setdefault(user_id, []).append(device_id)
         if named:
             existing, full = self._existing_devices(conn, named, max_queued)
@@ -225,14 +224,12 @@ class ToDeviceStore:
             params: dict[str, object] = {
                 "users": [u for u, _ in pairs], "devices": [d for _, d in pairs], "cap": cap,
             }
-            found = conn.execute(_EXISTING_PG, params)
         else:
-            found = conn.execute(
-                _EXISTING_SQLITE, {"targets": _json_encode(list(pairs)).decode(), "cap": cap}
-            )
+            params = {"targets": _json_encode(list(pairs)).decode(), "cap": cap}
+        found = fetch_all(conn, _EXISTING, params)
         existing: set[tuple[str, str]] = set()
         full: set[tuple[str, str]] = set()
-        for user_id, device_id, is_full in found.all():
+        for user_id, device_id, is_full in found:
             existing.add((user_id, device_id))
             if is_full and max_queued is not None:
                 full.add((user_id, device_id))
@@ -249,8 +246,6 @@ class ToDeviceStore:
         `limit`, whether more wait, and whether acknowledged rows (<= after) are still
         stored. Each device's messages are read from its own index range, so neither old
         acknowledged rows nor a long queue cost more than `limit` + 1 rows."""
-        statement = _PENDING_PG if self.db.dialect == "postgresql" else _PENDING_SQLITE
-
         def read(
             conn: Connection,
         ) -> tuple[int, dict[tuple[str, str], tuple[list[InboxMessage], bool, bool]]]:
@@ -271,7 +266,7 @@ class ToDeviceStore:
             found: dict[tuple[str, str], list[InboxMessage]] = {}
             stale: set[tuple[str, str]] = set()
             for user_id, device_id, stream_id, sender, event_type, content, old in (
-                conn.execute(statement, params).all()
+                fetch_all(conn, _PENDING, params)
             ):
                 key = (user_id, device_id)
                 messages = found.setdefault(key, [])
@@ -293,18 +288,16 @@ class ToDeviceStore:
         if not acks:
             return
         if self.db.dialect == "postgresql":
-            statement = _DELETE_ACKED_PG
             params: dict[str, object] = {
                 "users": [u for u, _, _ in acks],
                 "devices": [d for _, d, _ in acks],
                 "positions": [p for _, _, p in acks],
             }
         else:
-            statement = _DELETE_ACKED_SQLITE
             params = {"acks": _json_encode([list(a) for a in acks]).decode()}
 
         def run(conn: Connection) -> None:
-            conn.execute(statement, params)
+            execute(conn, _DELETE_ACKED, params)
 
         await self.db.write(run)
 
