@@ -34,6 +34,7 @@ from mxkeys.storage.schema import (
     one_time_keys,
     users,
 )
+from mxkeys.storage.sql import Statement, execute, fetch_all
 
 T = TypeVar("T")
 
@@ -184,7 +185,8 @@ def devices_removed(conn: Connection, user_id: str, device_ids: Sequence[str]) -
 # One statement claims the oldest one-time key of every requested device. SQLite writers are
 # serialized, so a plain DELETE ... RETURNING is enough; the request arrives as one JSON
 # parameter (no bound-variable limit however many devices).
-_CLAIM_SQLITE = sa.text(
+_CLAIM = Statement(
+    # SQLite
     """
     DELETE FROM one_time_keys WHERE id IN (
         SELECT (
@@ -197,13 +199,8 @@ _CLAIM_SQLITE = sa.text(
         FROM json_each(:wanted) AS r
     )
     RETURNING user_id, device_id, algorithm, key_id, key_json
-    """
-)
-
-# On PostgreSQL concurrent claims run in parallel: each locks the row it takes and skips rows
-# locked by another claim, so two claims never get the same key and a claim never comes back
-# empty-handed because another one was faster.
-_CLAIM_POSTGRES = sa.text(
+    """,
+    # PostgreSQL
     """
     DELETE FROM one_time_keys WHERE id IN (
         SELECT k.id
@@ -218,12 +215,17 @@ _CLAIM_POSTGRES = sa.text(
         ) AS k
     )
     RETURNING user_id, device_id, algorithm, key_id, key_json
-    """
+    """,
 )
+
+# On PostgreSQL concurrent claims run in parallel: each locks the row it takes and skips rows
+# locked by another claim, so two claims never get the same key and a claim never comes back
+# empty-handed because another one was faster.
 
 
 # The fallback keys of the devices left without a one-time key: handed out, kept, marked used.
-_CLAIM_FALLBACK_SQLITE = sa.text(
+_CLAIM_FALLBACK = Statement(
+    # SQLite
     """
     UPDATE fallback_keys SET used = true
     WHERE (user_id, device_id, algorithm) IN (
@@ -232,9 +234,8 @@ _CLAIM_FALLBACK_SQLITE = sa.text(
         FROM json_each(:wanted)
     )
     RETURNING user_id, device_id, algorithm, key_id, key_json
-    """
-)
-_CLAIM_FALLBACK_POSTGRES = sa.text(
+    """,
+    # PostgreSQL
     """
     UPDATE fallback_keys SET used = true
     WHERE (user_id, device_id, algorithm) IN (
@@ -242,20 +243,20 @@ _CLAIM_FALLBACK_POSTGRES = sa.text(
                              CAST(:algorithms AS text[]))
     )
     RETURNING user_id, device_id, algorithm, key_id, key_json
-    """
+    """,
 )
 
 # Uploads insert all their one-time keys with one statement and few parameters.
-_INSERT_OTKS_SQLITE = sa.text(
+_INSERT_OTKS = Statement(
+    # SQLite
     """
     INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json)
     SELECT :user_id, :device_id, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
            json_extract(value, '$[2]')
     FROM json_each(:keys) WHERE true
     ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING
-    """
-)
-_INSERT_OTKS_POSTGRES = sa.text(
+    """,
+    # PostgreSQL
     """
     INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json)
     SELECT :user_id, :device_id, a, k, j
@@ -263,9 +264,9 @@ _INSERT_OTKS_POSTGRES = sa.text(
                 CAST(:key_jsons AS text[])) AS t(a, k, j)
     ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING
     RETURNING algorithm, key_id
-    """
+    """,
 )
-_COUNT_OTKS = sa.text(
+_COUNT_OTKS = Statement(
     """
     SELECT algorithm, count(*) FROM one_time_keys
     WHERE user_id = :user_id AND device_id = :device_id
@@ -283,8 +284,8 @@ def _in_list(dialect: str, param: str) -> str:
     return f"(SELECT value FROM json_each(:{param}))"
 
 
-def _query_statements(dialect: str) -> tuple[sa.TextClause, ...]:
-    """The four statements of `query_keys`."""
+def _query_texts(dialect: str) -> tuple[str, ...]:
+    """The four statements of `query_keys`, in one dialect."""
     users_in = _in_list(dialect, "users")
     if dialect == "postgresql":
         pairs = "SELECT * FROM unnest(CAST(:pair_users AS text[]), CAST(:pair_devices AS text[]))"
@@ -293,33 +294,33 @@ def _query_statements(dialect: str) -> tuple[sa.TextClause, ...]:
             "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:pairs)"
         )
     return (
-        sa.text(f"SELECT user_id FROM users WHERE user_id IN {users_in}"),
-        sa.text(
-            f"""
+        f"SELECT user_id FROM users WHERE user_id IN {users_in}",
+        f"""
             SELECT k.user_id, k.device_id, d.display_name, k.key_json
             FROM device_keys AS k
             JOIN devices AS d ON d.user_id = k.user_id AND d.device_id = k.device_id
             WHERE k.user_id IN {_in_list(dialect, "all_of")}
                OR (k.user_id, k.device_id) IN ({pairs})
-            """
-        ),
-        sa.text(
-            f"""
+            """,
+        f"""
             SELECT user_id, usage, key_id, key_json FROM cross_signing_keys
             WHERE user_id IN {users_in}
               AND (usage != '{USER_SIGNING}' OR user_id = :requester)
-            """
-        ),
+            """,
         # Signatures the requester may see: made by the key's owner, or by the requester.
-        sa.text(
-            f"""
+        f"""
             SELECT target_user_id, target_key_id, signer_user_id, signing_key_id, signature
             FROM cross_signing_signatures
             WHERE target_user_id IN {users_in}
               AND (signer_user_id = target_user_id OR signer_user_id = :requester)
-            """
-        ),
+            """,
     )
+
+
+_QUERY = tuple(
+    Statement(sqlite, postgresql)
+    for sqlite, postgresql in zip(_query_texts("sqlite"), _query_texts("postgresql"), strict=True)
+)
 
 
 class _WriteFailed(Exception):
@@ -421,7 +422,6 @@ class DeviceKeysStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._upload_batcher = _GroupCommit(db) if db.dialect == "sqlite" else None
-        self._query_statements = _query_statements(db.dialect)
 
     def _triples_param(self, triples: list[tuple[str, str, str]]) -> dict[str, object]:
         if self.db.dialect == "postgresql":
@@ -511,9 +511,7 @@ class DeviceKeysStore:
             params["algorithms"] = [k.algorithm for k in keys]
             params["key_ids"] = [k.key_id for k in keys]
             params["key_jsons"] = [k.key_json for k in keys]
-            inserted = {
-                (r.algorithm, r.key_id) for r in conn.execute(_INSERT_OTKS_POSTGRES, params)
-            }
+            inserted = {(r[0], r[1]) for r in fetch_all(conn, _INSERT_OTKS, params)}
             if len(inserted) == len(keys):
                 return {a for a, _ in inserted}
             already = [k for k in keys if (k.algorithm, k.key_id) not in inserted]
@@ -522,7 +520,7 @@ class DeviceKeysStore:
             # SQLite's row count is exact (the driver's is not trusted on PostgreSQL), and
             # skipping RETURNING spares reading back every row.
             params["keys"] = _json.encode([(k.algorithm, k.key_id, k.key_json) for k in keys])
-            count = conn.execute(_INSERT_OTKS_SQLITE, params).rowcount
+            count = execute(conn, _INSERT_OTKS, params)
             if count == len(keys):
                 return {k.algorithm for k in keys}
             # Some were there already (or repeat within the request): compare them all; the
@@ -581,7 +579,7 @@ class DeviceKeysStore:
 
     @staticmethod
     def _count_one_time_keys(conn: Connection, user_id: str, device_id: str) -> dict[str, int]:
-        rows = conn.execute(_COUNT_OTKS, {"user_id": user_id, "device_id": device_id})
+        rows = fetch_all(conn, _COUNT_OTKS, {"user_id": user_id, "device_id": device_id})
         return {algorithm: int(n) for algorithm, n in rows}
 
     async def count_one_time_keys(self, user_id: str, device_id: str) -> dict[str, int]:
@@ -635,17 +633,18 @@ class DeviceKeysStore:
             result = KeyQueryResult()
             if not users_queried:
                 return result
-            q = self._query_statements
-            result.devices = [QueriedDevice(*row) for row in conn.execute(q[1], params).all()]
-            result.cross_signing_keys = [CrossSigningKey(*r) for r in conn.execute(q[2], params)]
-            result.signatures = [Signature(*row) for row in conn.execute(q[3], params)]
+            result.devices = [QueriedDevice(*row) for row in fetch_all(conn, _QUERY[1], params)]
+            result.cross_signing_keys = [
+                CrossSigningKey(*row) for row in fetch_all(conn, _QUERY[2], params)
+            ]
+            result.signatures = [Signature(*row) for row in fetch_all(conn, _QUERY[3], params)]
             # Users with devices exist; ask only about the others.
             with_devices = {d.user_id for d in result.devices}
             others = [u for u in users_queried if u not in with_devices]
             result.existing_users = list(with_devices)
             if others:
-                rows = conn.execute(q[0], {"users": self._list_param(others)})
-                result.existing_users.extend(rows.scalars())
+                rows = fetch_all(conn, _QUERY[0], {"users": self._list_param(others)})
+                result.existing_users.extend(row[0] for row in rows)
             return result
 
         return await self.db.read(txn)
@@ -661,18 +660,12 @@ class DeviceKeysStore:
         def txn(conn: Connection) -> list[ClaimedKey]:
             if not wanted:
                 return []
-            postgres = self.db.dialect == "postgresql"
-            rows = conn.execute(
-                _CLAIM_POSTGRES if postgres else _CLAIM_SQLITE, self._triples_param(wanted)
-            )
+            rows = fetch_all(conn, _CLAIM, self._triples_param(wanted))
             claimed = [ClaimedKey(*row, fallback=False) for row in rows]
             got = {(c.user_id, c.device_id, c.algorithm) for c in claimed}
             rest = [w for w in wanted if w not in got]
             if rest:
-                rows = conn.execute(
-                    _CLAIM_FALLBACK_POSTGRES if postgres else _CLAIM_FALLBACK_SQLITE,
-                    self._triples_param(rest),
-                )
+                rows = fetch_all(conn, _CLAIM_FALLBACK, self._triples_param(rest))
                 claimed.extend(ClaimedKey(*row, fallback=True) for row in rows)
             return claimed
 
