@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,7 @@ from mxkeys.services.auth import Requester
 from mxkeys.services.notifier import Notifier
 from mxkeys.services.ratelimit import RateLimiter
 from mxkeys.services.sync import SyncContext, future_token
-from mxkeys.storage.to_device import InboxMessage, OutgoingMessage, ToDeviceStore
+from mxkeys.storage.to_device import InboxMessage, OutgoingMessage, SentMessages, ToDeviceStore
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,48 @@ MAX_TXN_ID_LENGTH = 255
 ACK_FLUSH_DELAY_S = 0.05
 
 _encode = msgspec.json.Encoder().encode
+
+
+class RecentSends:
+    """The messages of this process's latest sends, by stream position, so that the syncs a
+    send wakes can be answered without reading back what was just written.
+
+    It answers for a device only when it holds every position after the device's cursor up
+    to the newest send: positions are handed out in commit order (storage/to_device.py), so
+    the device's messages in that range are exactly the ones held here. Anything else (a
+    cursor older than the history, a gap left by another process's send on a shared
+    PostgreSQL, a long queue) goes to the database as before."""
+
+    def __init__(self, max_sends: int = 64) -> None:
+        self._sends: collections.deque[
+            tuple[int, int, dict[tuple[str, str], InboxMessage]]
+        ] = collections.deque(maxlen=max_sends)
+
+    def add(self, sent: SentMessages, sender: str, event_type: str) -> None:
+        if self._sends and self._sends[-1][1] + 1 != sent.first:
+            self._sends.clear()  # not contiguous with what is held: start again from here
+        by_device = {
+            (user_id, device_id): InboxMessage(sent.first + i, sender, event_type, content)
+            for i, (user_id, device_id, content) in enumerate(sent.rows)
+        }
+        self._sends.append((sent.first, sent.last, by_device))
+
+    def pending(
+        self, user_id: str, device_id: str, after: int, limit: int
+    ) -> tuple[int, list[InboxMessage]] | None:
+        """(position, the device's messages in (after, position]), or None if not known."""
+        if not self._sends or not self._sends[0][0] <= after + 1 <= self._sends[-1][1]:
+            return None
+        key = (user_id, device_id)
+        messages = []
+        for _, last, by_device in self._sends:
+            if last > after:
+                message = by_device.get(key)
+                if message is not None and message.stream_id > after:
+                    messages.append(message)
+        if len(messages) > limit:
+            return None
+        return self._sends[-1][1], messages
 
 
 class ToDeviceService:
@@ -51,6 +94,7 @@ class ToDeviceService:
             tuple[str, str, int, asyncio.Future[tuple[int, list[InboxMessage], bool, bool]]]
         ] = []
         self._flush_task: asyncio.Task[None] | None = None
+        self._recent = RecentSends()
 
     async def send(
         self,
@@ -84,7 +128,7 @@ class ToDeviceService:
                 outgoing.append(OutgoingMessage(user_id, device_id, _encode(content).decode()))
         if remote:
             logger.info("dropped %d to-device messages for users on other servers", remote)
-        recipients = await self.store.send(
+        sent = await self.store.send(
             requester.user_id,
             requester.device_id,
             txn_id,
@@ -93,8 +137,9 @@ class ToDeviceService:
             now_ms(),
             self.max_queued,
         )
-        if recipients:
-            self.notifier.notify_users(recipients, [self.stream])
+        if sent is not None and sent.rows:
+            self._recent.add(sent, requester.user_id, event_type)
+            self.notifier.notify_users(sorted({row[0] for row in sent.rows}), [self.stream])
 
     # -- acknowledgements ------------------------------------------------------------------
     #
@@ -131,6 +176,12 @@ class ToDeviceService:
     async def _pending(
         self, user_id: str, device_id: str, after: int
     ) -> tuple[int, list[InboxMessage], bool, bool]:
+        known = self._recent.pending(user_id, device_id, after, MAX_MESSAGES_PER_SYNC)
+        if known is not None:
+            # (Whether acknowledged rows remain is not known here: say they may, so that the
+            # acknowledgement deletes them if they do.)
+            position, messages = known
+            return position, messages, False, after > 0
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[int, list[InboxMessage], bool, bool]] = (
             loop.create_future()

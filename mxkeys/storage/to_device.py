@@ -126,6 +126,19 @@ class InboxMessage:
     content: str
 
 
+@dataclass(frozen=True, slots=True)
+class SentMessages:
+    """What one send stored: `rows[i]` (user, device, content) at stream position
+    `first + i`; the positions `first` to `first + len(rows) - 1` are all this send's."""
+
+    first: int
+    rows: list[tuple[str, str, str]]
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.rows) - 1
+
+
 class ToDeviceStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -139,14 +152,14 @@ class ToDeviceStore:
         messages: Sequence[OutgoingMessage],
         now_ms: int,
         max_queued: int | None = None,
-    ) -> list[str] | None:
+    ) -> SentMessages | None:
         """Queue the messages for existing devices; None if `txn_id` was already used.
-        Returns the users who received at least one message.
+        Returns what was stored, in stream order.
 
         A device already holding `max_queued` undelivered messages gets none (its inbox is
         full: the message is dropped and logged); the others get theirs."""
 
-        def run(conn: Connection) -> list[str] | None:
+        def run(conn: Connection) -> SentMessages | None:
             fresh = fetch_one(conn, _NEW_TXN, (sender, sender_device, txn_id, now_ms))
             if fresh is None:
                 return None
@@ -163,7 +176,7 @@ class ToDeviceStore:
                     )
                     rows = [row for row in rows if (row[0], row[1]) not in full]
             if not rows:
-                return []
+                return SentMessages(0, [])
             last = allocate_positions(conn, STREAM, len(rows))
             first = last - len(rows) + 1
             # One statement for every row, whatever their number.
@@ -175,7 +188,7 @@ class ToDeviceStore:
             else:
                 params["rows"] = _json_encode(rows).decode()
             execute(conn, _INSERT, params)
-            return sorted({user_id for user_id, _, _ in rows})
+            return SentMessages(first, rows)
 
         return await self.db.write(run)
 

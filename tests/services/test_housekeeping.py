@@ -24,8 +24,9 @@ def test_expired_sessions_and_old_transactions_are_removed(homeserver: HomeServe
         assert await hs.storage.uia.get_session("old") is None
         assert await hs.storage.uia.get_session("new") is not None
         # The old transaction ID is forgotten (a reuse sends again); the new one is kept.
-        assert await hs.storage.to_device.send("@a:localhost", "D", "t-old", "m.x", [],
-                                               now_ms()) == []
+        reused = await hs.storage.to_device.send("@a:localhost", "D", "t-old", "m.x", [],
+                                                 now_ms())
+        assert reused is not None and reused.rows == []
         assert await hs.storage.to_device.send("@a:localhost", "D", "t-new", "m.x", [],
                                                now_ms()) is None
 
