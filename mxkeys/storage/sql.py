@@ -13,11 +13,12 @@ its own where the two dialects differ).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
 
+T = TypeVar("T")
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 Params = Sequence[Any] | Mapping[str, Any]
 
@@ -41,48 +42,61 @@ def _text(conn: Connection, statement: Statement | str) -> str:
     return statement if isinstance(statement, str) else statement.text(conn)
 
 
-def _cursor(conn: Connection) -> Any:
+def _run(
+    conn: Connection,
+    statement: Statement | str,
+    params: Params | Iterable[Sequence[Any]],
+    take: Callable[[Any], T],
+    many: bool = False,
+) -> T:
+    """Run the statement on a cursor of the transaction's driver connection, take what the
+    caller wants from the cursor, and close it."""
     driver = conn.connection.driver_connection
     assert driver is not None
-    return driver.cursor()
+    cursor = driver.cursor()
+    try:
+        if many:
+            cursor.executemany(_text(conn, statement), params)
+        else:
+            cursor.execute(_text(conn, statement), params)
+        return take(cursor)
+    finally:
+        cursor.close()
+
+
+def _rows(cursor: Any) -> list[Any]:
+    return cursor.fetchall()
+
+
+def _row(cursor: Any) -> Any:
+    return cursor.fetchone()
+
+
+def _rowcount(cursor: Any) -> int:
+    return int(cursor.rowcount)
+
+
+def _nothing(cursor: Any) -> None:
+    return None
 
 
 def fetch_all(conn: Connection, statement: Statement | str, params: Params = ()) -> list[Any]:
     """Every row, as tuples."""
-    cursor = _cursor(conn)
-    try:
-        cursor.execute(_text(conn, statement), params)
-        return cursor.fetchall()
-    finally:
-        cursor.close()
+    return _run(conn, statement, params, _rows)
 
 
 def fetch_one(conn: Connection, statement: Statement | str, params: Params = ()) -> Any:
     """The first row as a tuple, or None."""
-    cursor = _cursor(conn)
-    try:
-        cursor.execute(_text(conn, statement), params)
-        return cursor.fetchone()
-    finally:
-        cursor.close()
+    return _run(conn, statement, params, _row)
 
 
 def execute(conn: Connection, statement: Statement | str, params: Params = ()) -> int:
     """Run a statement that returns no rows; the number of rows it changed."""
-    cursor = _cursor(conn)
-    try:
-        cursor.execute(_text(conn, statement), params)
-        return int(cursor.rowcount)
-    finally:
-        cursor.close()
+    return _run(conn, statement, params, _rowcount)
 
 
 def execute_many(
     conn: Connection, statement: Statement | str, rows: Iterable[Sequence[Any]]
 ) -> None:
     """One statement, many parameter rows (psycopg pipelines them)."""
-    cursor = _cursor(conn)
-    try:
-        cursor.executemany(_text(conn, statement), rows)
-    finally:
-        cursor.close()
+    _run(conn, statement, rows, _nothing, many=True)
