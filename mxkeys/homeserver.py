@@ -27,7 +27,7 @@ from mxkeys.services.to_device import ToDeviceService
 from mxkeys.services.uia import UiaService
 from mxkeys.storage import Storage
 from mxkeys.storage.database import Database
-from mxkeys.storage.device_keys import DEVICE_LISTS_CHANGED
+from mxkeys.storage.device_keys import DEVICE_LISTS_CHANGED, DEVICES_REMOVED
 from mxkeys.storage.migrate import upgrade
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class HomeServer:
         )
         self.sync.add_source(self.device_lists)
         self.db.on_commit(DEVICE_LISTS_CHANGED, self.device_lists.committed)
+        self.db.on_commit(DEVICES_REMOVED, self.to_device.devices_removed)
 
     def migrate(self) -> None:
         upgrade(self.db.engine)

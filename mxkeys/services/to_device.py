@@ -36,8 +36,12 @@ class RecentSends:
     It answers for a device only when it holds every position after the device's cursor up
     to the newest send: positions are handed out in commit order (storage/to_device.py), so
     the device's messages in that range are exactly the ones held here. Anything else (a
-    cursor older than the history, a gap left by another process's send on a shared
-    PostgreSQL, a long queue) goes to the database as before."""
+    cursor older than the history, a gap in the positions, a long queue) goes to the database
+    as before. Deleting a device deletes its queue: the history is then dropped (a device
+    created again under the same ID must not get the old one's messages).
+
+    Only where one process owns the database (SQLite): on a shared PostgreSQL another process
+    may delete a device this one holds messages for without this one knowing in time."""
 
     def __init__(self, max_sends: int = 64) -> None:
         self._sends: collections.deque[
@@ -52,6 +56,9 @@ class RecentSends:
             for i, (user_id, device_id, content) in enumerate(sent.rows)
         }
         self._sends.append((sent.first, sent.last, by_device))
+
+    def clear(self) -> None:
+        self._sends.clear()
 
     def pending(
         self, user_id: str, device_id: str, after: int, limit: int
@@ -94,7 +101,8 @@ class ToDeviceService:
             tuple[str, str, int, asyncio.Future[tuple[int, list[InboxMessage], bool, bool]]]
         ] = []
         self._flush_task: asyncio.Task[None] | None = None
-        self._recent = RecentSends()
+        self._recent = RecentSends() if store.db.is_sqlite else None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def send(
         self,
@@ -138,8 +146,19 @@ class ToDeviceService:
             self.max_queued,
         )
         if sent is not None and sent.rows:
-            self._recent.add(sent, requester.user_id, event_type)
+            if self._recent is not None:
+                self._loop = asyncio.get_running_loop()
+                self._recent.add(sent, requester.user_id, event_type)
             self.notifier.notify_users(sorted({row[0] for row in sent.rows}), [self.stream])
+
+    def devices_removed(self, pairs: set[tuple[str, str]]) -> None:
+        """Database commit hook (in a storage thread) of a transaction that deleted devices.
+
+        The history is dropped on the event loop before the deleting request resumes (the
+        loop runs callbacks in the order they were queued, and this one is queued before the
+        transaction's result)."""
+        if self._recent is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._recent.clear)
 
     # -- acknowledgements ------------------------------------------------------------------
     #
@@ -176,7 +195,11 @@ class ToDeviceService:
     async def _pending(
         self, user_id: str, device_id: str, after: int
     ) -> tuple[int, list[InboxMessage], bool, bool]:
-        known = self._recent.pending(user_id, device_id, after, MAX_MESSAGES_PER_SYNC)
+        known = (
+            self._recent.pending(user_id, device_id, after, MAX_MESSAGES_PER_SYNC)
+            if self._recent is not None
+            else None
+        )
         if known is not None:
             # (Whether acknowledged rows remain is not known here: say they may, so that the
             # acknowledgement deletes them if they do.)

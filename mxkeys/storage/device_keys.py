@@ -143,6 +143,8 @@ class OneTimeKeyLimit(Exception):
 
 
 DEVICE_LISTS_CHANGED = "mxkeys.device_lists_changed"
+# conn.info key: the (user, device) pairs a transaction deleted (for the commit hooks).
+DEVICES_REMOVED = "mxkeys.devices_removed"
 
 
 def record_device_list_changes(
@@ -173,6 +175,7 @@ def devices_removed(conn: Connection, user_id: str, device_ids: Sequence[str]) -
     the signatures made on those devices (their keys are gone with the device rows)."""
     if not device_ids:
         return
+    conn.info.setdefault(DEVICES_REMOVED, set()).update((user_id, d) for d in device_ids)
     conn.execute(
         cross_signing_signatures.delete().where(
             cross_signing_signatures.c.target_user_id == user_id,

@@ -63,9 +63,13 @@ def test_the_same_answer_as_the_database(homeserver: HomeServer) -> None:
         )
         await service.send(alice, "m.d", "t4", {BOB: {"*": {"n": 5}}})
         end = await service.current_position()
-        # The last send (two rows) is held; what came before the gap is not.
-        assert service._recent.pending(BOB, "B1", end - 2, 100) is not None
-        assert service._recent.pending(BOB, "B1", end - 3, 100) is None
+        if hs.db.is_sqlite:
+            # The last send (two rows) is held; what came before the gap is not.
+            assert service._recent is not None
+            assert service._recent.pending(BOB, "B1", end - 2, 100) is not None
+            assert service._recent.pending(BOB, "B1", end - 3, 100) is None
+        else:
+            assert service._recent is None  # other processes may share the database
         for after in range(start, end + 1):
             requests = [(u, d, after) for u, d in devices]
             position, stored = await hs.storage.to_device.pending_many(requests, 100)
@@ -73,5 +77,28 @@ def test_the_same_answer_as_the_database(homeserver: HomeServer) -> None:
                 answer = await service._pending(user_id, device_id, after)
                 expected = stored[(user_id, device_id)]
                 assert answer[:2] == (position, expected[0]), (user_id, device_id, after)
+
+    asyncio.run(scenario())
+
+
+def test_a_device_created_again_does_not_get_the_old_ones_messages(homeserver: HomeServer) -> None:
+    hs = homeserver
+    service = hs.to_device
+
+    async def scenario() -> None:
+        for user_id, device_id in [(ALICE, "A1"), (BOB, "B1")]:
+            await hs.storage.accounts.create_user(
+                user_id, None, False, now_ms(), NewLogin(device_id, None, f"h{device_id}")
+            )
+        alice = Requester(ALICE, "A1", False, "hA1")
+        start = await service.current_position()
+        await service.send(alice, "m.a", "t1", {BOB: {"B1": {"n": 1}}})
+        assert (await service._pending(BOB, "B1", start))[1] != []
+        await hs.storage.accounts.delete_devices(BOB, ["B1"])
+        await hs.storage.accounts.add_login(BOB, NewLogin("B1", None, "hB1-again"), now_ms())
+        await asyncio.sleep(0)  # (the commit hook's callback runs before the caller resumes)
+        position, messages, _, _ = await service._pending(BOB, "B1", start)
+        assert messages == []
+        assert position == await service.current_position()
 
     asyncio.run(scenario())
