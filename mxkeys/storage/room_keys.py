@@ -520,11 +520,6 @@ class RoomKeyStore:
         return await asyncio.get_running_loop().run_in_executor(None, open_stream)
 
 
-def _discard_result(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
 class KeyStream:
     """Batches of rows from one open read transaction (see `RoomKeyStore.stream_keys`).
 
@@ -555,23 +550,13 @@ class KeyStream:
                     self._conn.close()
 
     async def batches(self) -> AsyncIterator[list[KeyRow]]:
-        """The batches in order. The next batch is read while the caller works on this one
-        (at most two batches in memory at a time)."""
         loop = asyncio.get_running_loop()
         batch = self._first
-        ahead: asyncio.Future[list[KeyRow]] | None = None
-        try:
-            while batch:
-                if len(batch) == STREAM_BATCH:
-                    ahead = loop.run_in_executor(None, self._fetch)
-                yield batch
-                if ahead is None:
-                    break
-                batch, ahead = await ahead, None
-        finally:
-            if ahead is not None:
-                # The caller stopped early: nobody will read this batch (nor its error).
-                ahead.add_done_callback(_discard_result)
+        while batch:
+            yield batch
+            if len(batch) < STREAM_BATCH:
+                break
+            batch = await loop.run_in_executor(None, self._fetch)
         await self.close()
 
     async def close(self) -> None:
