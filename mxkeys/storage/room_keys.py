@@ -27,8 +27,10 @@ from mxkeys.storage.sql import Statement, execute, execute_many, fetch_all, fetc
 # (room, session) pairs per lookup statement on SQLite: two bind parameters each, far below
 # its limit of 32766 variables. (PostgreSQL takes any number as two arrays.)
 LOOKUP_CHUNK = 500
-# Rows per batch when streaming a backup out.
-STREAM_BATCH = 500
+# Rows per batch when streaming a backup out. While a batch is turned into JSON its rows, the
+# pieces of text and the encoded chunk are all in memory (about 4 KiB a row); 250 rows keep
+# that near 1 MiB whatever the size of the backup.
+STREAM_BATCH = 250
 
 
 class KeyMetadata(Protocol):
