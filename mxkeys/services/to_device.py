@@ -102,7 +102,6 @@ class ToDeviceService:
         ] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._recent = RecentSends() if store.db.is_sqlite else None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def send(
         self,
@@ -147,7 +146,6 @@ class ToDeviceService:
         )
         if sent is not None and sent.rows:
             if self._recent is not None:
-                self._loop = asyncio.get_running_loop()
                 self._recent.add(sent, requester.user_id, event_type)
             self.notifier.notify_users(sorted({row[0] for row in sent.rows}), [self.stream])
 
@@ -157,8 +155,9 @@ class ToDeviceService:
         The history is dropped on the event loop before the deleting request resumes (the
         loop runs callbacks in the order they were queued, and this one is queued before the
         transaction's result)."""
-        if self._recent is not None and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._recent.clear)
+        loop = self.notifier.loop
+        if self._recent is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._recent.clear)
 
     # -- acknowledgements ------------------------------------------------------------------
     #

@@ -86,6 +86,7 @@ def test_a_device_created_again_does_not_get_the_old_ones_messages(homeserver: H
     service = hs.to_device
 
     async def scenario() -> None:
+        hs.notifier.bind_loop(asyncio.get_running_loop())  # (as the app's lifespan does)
         for user_id, device_id in [(ALICE, "A1"), (BOB, "B1")]:
             await hs.storage.accounts.create_user(
                 user_id, None, False, now_ms(), NewLogin(device_id, None, f"h{device_id}")
