@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -97,6 +98,27 @@ def test_claim_order_fallback_and_used_flag(stores: tuple[AccountStore, DeviceKe
     assert run(store.unused_fallback_key_types("@a:hs", "D1")) == [ALG]
     assert [c.key_id for c in run(store.claim_keys(wanted))] == ["fb2"]
     assert run(store.claim_keys([])) == []
+
+
+def test_claims_go_in_upload_order(stores: tuple[AccountStore, DeviceKeysStore]) -> None:
+    """Oldest first (MSC4225), not in key-ID order: IDs as clients make them (base64 of a
+    counter) stop sorting in upload order from the 209th key on."""
+    _, store = stores
+    ids = [base64.b64encode(n.to_bytes(4, "big")).decode().rstrip("=") for n in range(300)]
+    assert sorted(ids) != ids
+    for start in range(0, 300, 50):
+        upload(store, "@a:hs", "D1", otks=[key(i) for i in ids[start : start + 50]], cap=1000)
+    # A repeated upload of stored keys (a retry) adds nothing and moves nothing.
+    assert upload(store, "@a:hs", "D1", otks=[key(ids[0]), key(ids[299])], cap=1000) == {
+        ALG: 300
+    }
+    claimed = [
+        c.key_id for _ in range(300) for c in run(store.claim_keys([("@a:hs", "D1", ALG)]))
+    ]
+    assert claimed == ids
+    # Emptied, the device numbers its next keys afresh and still hands them out in order.
+    upload(store, "@a:hs", "D1", otks=[key("later"), key("earlier")])
+    assert [c.key_id for c in run(store.claim_keys([("@a:hs", "D1", ALG)]))] == ["later"]
 
 
 def test_query_visibility(stores: tuple[AccountStore, DeviceKeysStore]) -> None:
