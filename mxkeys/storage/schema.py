@@ -130,7 +130,17 @@ device_keys = sa.Table(
     ),
 )
 
-# Unclaimed one-time keys; a claim deletes the row. `id` orders them by upload.
+# Unclaimed one-time keys; a claim deletes the row. `id` orders them by upload (claims hand
+# out the oldest first, MSC4225).
+# The layout is a trade between uploads and claims. On SQLite a rowid table is appended to in
+# upload order, which keeps uploads cheap; a claim then finds a device's oldest key by reading
+# that device's entries in the unique index. Measured alternatives (2026-12-07, store level,
+# 200-device claims and 64 concurrent uploads of 50 keys):
+# - WITHOUT ROWID keyed by (user, device, algorithm, upload number), uniqueness checked by the
+#   upload: claims 2-3x faster, uploads about 40% more database time each;
+# - the same plus the unique index: claims 1.5x faster, uploads 70% more;
+# - an extra index in upload order per device instead of the unique one: claims no faster,
+#   uploads 30% more.
 one_time_keys = sa.Table(
     "one_time_keys",
     metadata,
