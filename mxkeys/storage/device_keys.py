@@ -203,7 +203,9 @@ _CLAIM = Statement(
     )
     RETURNING user_id, device_id, algorithm, key_id, key_json
     """,
-    # PostgreSQL
+    # PostgreSQL: concurrent claims run in parallel. Each locks the row it takes and skips rows
+    # locked by another claim, so two claims never get the same key and a claim never comes
+    # back empty-handed because another one was faster.
     """
     DELETE FROM one_time_keys WHERE id IN (
         SELECT k.id
@@ -220,10 +222,6 @@ _CLAIM = Statement(
     RETURNING user_id, device_id, algorithm, key_id, key_json
     """,
 )
-
-# On PostgreSQL concurrent claims run in parallel: each locks the row it takes and skips rows
-# locked by another claim, so two claims never get the same key and a claim never comes back
-# empty-handed because another one was faster.
 
 
 # The fallback keys of the devices left without a one-time key: handed out, kept, marked used.

@@ -157,8 +157,8 @@ _STREAM_SELECT = (
     "SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, "
     "session_data FROM room_keys WHERE user_id = ? AND version = ?"
 )
-_STREAM_ALL = f"{_STREAM_SELECT} ORDER BY room_id, session_id"
-_STREAM_ROOM = f"{_STREAM_SELECT} AND room_id = ? ORDER BY session_id"
+_STREAM_ALL = Statement(f"{_STREAM_SELECT} ORDER BY room_id, session_id")
+_STREAM_ROOM = Statement(f"{_STREAM_SELECT} AND room_id = ? ORDER BY session_id")
 
 
 @functools.cache
@@ -492,12 +492,11 @@ class RoomKeyStore:
         if version is None:
             return None
         postgres = self.db.dialect == "postgresql"
-        sql = _STREAM_ROOM if room_id is not None else _STREAM_ALL
+        statement = _STREAM_ROOM if room_id is not None else _STREAM_ALL
+        sql = statement.postgresql if postgres else statement.sqlite
         params: tuple[Any, ...] = (
             (user_id, version) if room_id is None else (user_id, version, room_id)
         )
-        if postgres:
-            sql = sql.replace("?", "%s")
         engine = self.db.engine
 
         def open_stream() -> KeyStream | None:
