@@ -1,4 +1,5 @@
-"""Periodic clean-up of what expires: user-interactive-auth sessions and old transaction IDs.
+"""Periodic clean-up: expired user-interactive-auth sessions, old transaction IDs, and one-time
+keys handed out by claims on SQLite (deleted at the device's next upload otherwise).
 
 Every worker runs it; the deletions are idempotent, so doing them twice is harmless.
 """
@@ -28,9 +29,12 @@ async def clean_up_once(hs: HomeServer) -> None:
         now - hs.config.uia_session_lifetime_ms
     )
     txns = await delete_transactions_before(hs.db, now - TXN_LIFETIME_MS)
-    if sessions or txns:
-        logger.info("housekeeping: %d expired UIA sessions, %d old transaction IDs removed",
-                    sessions, txns)
+    claimed = await hs.storage.device_keys.delete_claimed_keys()
+    if sessions or txns or claimed:
+        logger.info(
+            "housekeeping: %d expired UIA sessions, %d old transaction IDs, %d claimed one-time "
+            "keys removed", sessions, txns, claimed,
+        )
 
 
 async def run_forever(hs: HomeServer, interval_s: float = INTERVAL_S) -> None:

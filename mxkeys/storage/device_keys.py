@@ -34,7 +34,7 @@ from mxkeys.storage.schema import (
     one_time_keys,
     users,
 )
-from mxkeys.storage.sql import Statement, execute, fetch_all
+from mxkeys.storage.sql import Statement, execute, fetch_all, fetch_one
 
 T = TypeVar("T")
 
@@ -185,27 +185,45 @@ def devices_removed(conn: Connection, user_id: str, device_ids: Sequence[str]) -
     record_device_list_changes(conn, user_id, list(device_ids))
 
 
-# One statement claims the oldest one-time key of every requested device. SQLite writers are
-# serialized, so a plain DELETE ... RETURNING is enough; the request arrives as one JSON
-# parameter (no bound-variable limit however many devices).
-_CLAIM = Statement(
-    # SQLite
+# A claim takes the oldest unclaimed one-time key of every requested device, in one statement
+# however many devices (the request is one JSON parameter on SQLite, arrays on PostgreSQL).
+#
+# SQLite (writers are serialized): the claim moves each device's claim mark to the key it hands
+# out (`one_time_key_claims`, see storage/schema.py) and returns the keys' ids; `_KEYS_BY_ID`
+# then reads them. The device's mark is read once per device, before its keys are scanned.
+_CLAIM_MARK = Statement(
     """
-    DELETE FROM one_time_keys WHERE id IN (
-        SELECT (
+    WITH r AS MATERIALIZED (
+        SELECT json_extract(t.value, '$[0]') AS u, json_extract(t.value, '$[1]') AS d,
+               json_extract(t.value, '$[2]') AS a,
+               coalesce((SELECT c.claimed_to FROM one_time_key_claims AS c
+                         WHERE c.user_id = json_extract(t.value, '$[0]')
+                           AND c.device_id = json_extract(t.value, '$[1]')
+                           AND c.algorithm = json_extract(t.value, '$[2]')), 0) AS mark
+        FROM json_each(:wanted) AS t
+    ),
+    picked AS (
+        SELECT r.u, r.d, r.a, (
             SELECT o.id FROM one_time_keys AS o
-            WHERE o.user_id = json_extract(r.value, '$[0]')
-              AND o.device_id = json_extract(r.value, '$[1]')
-              AND o.algorithm = json_extract(r.value, '$[2]')
+            WHERE o.user_id = r.u AND o.device_id = r.d AND o.algorithm = r.a AND o.id > r.mark
             ORDER BY o.id LIMIT 1
-        )
-        FROM json_each(:wanted) AS r
+        ) AS id
+        FROM r
     )
-    RETURNING user_id, device_id, algorithm, key_id, key_json
-    """,
-    # PostgreSQL: concurrent claims run in parallel. Each locks the row it takes and skips rows
-    # locked by another claim, so two claims never get the same key and a claim never comes
-    # back empty-handed because another one was faster.
+    INSERT INTO one_time_key_claims (user_id, device_id, algorithm, claimed_to)
+    SELECT u, d, a, id FROM picked WHERE id IS NOT NULL
+    ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET claimed_to = excluded.claimed_to
+    RETURNING claimed_to
+    """
+)
+_KEYS_BY_ID = Statement(
+    "SELECT o.user_id, o.device_id, o.algorithm, o.key_id, o.key_json "
+    "FROM json_each(:ids) AS t JOIN one_time_keys AS o ON o.id = t.value"
+)
+# PostgreSQL: concurrent claims run in parallel. Each deletes the key it takes, locking the row
+# and skipping rows locked by another claim, so two claims never get the same key and a claim
+# never comes back empty-handed because another one was faster.
+_CLAIM_DELETE = Statement(
     """
     DELETE FROM one_time_keys WHERE id IN (
         SELECT k.id
@@ -220,7 +238,41 @@ _CLAIM = Statement(
         ) AS k
     )
     RETURNING user_id, device_id, algorithm, key_id, key_json
-    """,
+    """
+)
+
+# Claim marks, and the keys at or below them (handed out already), for deleting both. Marks
+# exist on SQLite only; on PostgreSQL these find nothing.
+_MARKS_OF_DEVICE = Statement(
+    "SELECT user_id, device_id, algorithm, claimed_to FROM one_time_key_claims "
+    "WHERE user_id = :user_id AND device_id = :device_id"
+)
+_SOME_MARKS = Statement(
+    "SELECT user_id, device_id, algorithm, claimed_to FROM one_time_key_claims LIMIT :n"
+)
+_DELETE_CLAIMED = Statement(
+    # SQLite
+    "DELETE FROM one_time_keys WHERE id IN (SELECT o.id FROM json_each(:marks) AS t "
+    "JOIN one_time_keys AS o ON o.user_id = json_extract(t.value, '$[0]') "
+    "AND o.device_id = json_extract(t.value, '$[1]') "
+    "AND o.algorithm = json_extract(t.value, '$[2]') AND o.id <= json_extract(t.value, '$[3]'))",
+    # PostgreSQL
+    "DELETE FROM one_time_keys AS o USING unnest(CAST(:users AS text[]), "
+    "CAST(:devices AS text[]), CAST(:algorithms AS text[]), CAST(:marks AS bigint[])) "
+    "AS t(u, d, a, m) WHERE o.user_id = t.u AND o.device_id = t.d AND o.algorithm = t.a "
+    "AND o.id <= t.m",
+)
+# (Only marks that have not moved since they were read.)
+_DELETE_MARKS = Statement(
+    # SQLite
+    "DELETE FROM one_time_key_claims WHERE (user_id, device_id, algorithm, claimed_to) IN "
+    "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(:marks))",
+    # PostgreSQL
+    "DELETE FROM one_time_key_claims AS c USING unnest(CAST(:users AS text[]), "
+    "CAST(:devices AS text[]), CAST(:algorithms AS text[]), CAST(:marks AS bigint[])) "
+    "AS t(u, d, a, m) WHERE c.user_id = t.u AND c.device_id = t.d AND c.algorithm = t.a "
+    "AND c.claimed_to = t.m",
 )
 
 
@@ -274,6 +326,16 @@ _COUNT_OTKS = Statement(
     GROUP BY algorithm
     """
 )
+# The same for a device with claim marks: only the keys above its marks.
+_COUNT_OTKS_ABOVE_MARKS = Statement(
+    """
+    SELECT o.algorithm, count(*) FROM one_time_keys AS o
+    LEFT JOIN one_time_key_claims AS c
+      ON c.user_id = o.user_id AND c.device_id = o.device_id AND c.algorithm = o.algorithm
+    WHERE o.user_id = :user_id AND o.device_id = :device_id AND o.id > coalesce(c.claimed_to, 0)
+    GROUP BY o.algorithm
+    """
+)
 _json = msgspec.json.Encoder()
 
 
@@ -322,6 +384,35 @@ _QUERY = tuple(
     Statement(sqlite, postgresql)
     for sqlite, postgresql in zip(_query_texts("sqlite"), _query_texts("postgresql"), strict=True)
 )
+
+
+def count_unclaimed_one_time_keys(
+    conn: Connection, user_id: str, device_id: str
+) -> dict[str, int]:
+    """A device's unclaimed one-time keys per algorithm (what /sync and /keys/upload report)."""
+    params = {"user_id": user_id, "device_id": device_id}
+    marked = conn.dialect.name == "sqlite" and fetch_one(conn, _MARKS_OF_DEVICE, params)
+    rows = fetch_all(conn, _COUNT_OTKS_ABOVE_MARKS if marked else _COUNT_OTKS, params)
+    return {algorithm: int(n) for algorithm, n in rows}
+
+
+def delete_claimed_keys(conn: Connection, marks: Sequence[tuple[str, str, str, int]]) -> int:
+    """Delete the one-time keys at or below these claim marks (user, device, algorithm, id),
+    and the marks themselves; the number of keys deleted."""
+    if not marks:
+        return 0
+    if conn.dialect.name == "postgresql":
+        params: dict[str, object] = {
+            "users": [m[0] for m in marks],
+            "devices": [m[1] for m in marks],
+            "algorithms": [m[2] for m in marks],
+            "marks": [m[3] for m in marks],
+        }
+    else:
+        params = {"marks": _json.encode(list(marks)).decode()}
+    deleted = execute(conn, _DELETE_CLAIMED, params)
+    execute(conn, _DELETE_MARKS, params)
+    return deleted
 
 
 class _WriteFailed(Exception):
@@ -457,6 +548,11 @@ class DeviceKeysStore:
         """
 
         def apply(conn: Connection) -> dict[str, int]:
+            if self.db.is_sqlite:
+                # Keys handed out by claims go first: a key ID may then be uploaded again,
+                # and the counts below need no marks.
+                params = {"user_id": user_id, "device_id": device_id}
+                delete_claimed_keys(conn, fetch_all(conn, _MARKS_OF_DEVICE, params))
             if device_keys_json is not None:
                 self._set_device_keys(conn, user_id, device_id, device_keys_json)
             added: set[str] = set()
@@ -580,11 +676,29 @@ class DeviceKeysStore:
 
     @staticmethod
     def _count_one_time_keys(conn: Connection, user_id: str, device_id: str) -> dict[str, int]:
+        """(In an upload, after its claimed keys were deleted: no marks to look at.)"""
         rows = fetch_all(conn, _COUNT_OTKS, {"user_id": user_id, "device_id": device_id})
         return {algorithm: int(n) for algorithm, n in rows}
 
     async def count_one_time_keys(self, user_id: str, device_id: str) -> dict[str, int]:
-        return await self.db.read(lambda conn: self._count_one_time_keys(conn, user_id, device_id))
+        return await self.db.read(
+            lambda conn: count_unclaimed_one_time_keys(conn, user_id, device_id)
+        )
+
+    async def delete_claimed_keys(self, batch: int = 1000) -> int:
+        """Delete every claimed one-time key still stored (housekeeping), `batch` devices per
+        transaction; the number of keys deleted."""
+        total = 0
+        while True:
+
+            def txn(conn: Connection) -> tuple[int, int]:
+                marks = fetch_all(conn, _SOME_MARKS, {"n": batch})
+                return len(marks), delete_claimed_keys(conn, [tuple(m) for m in marks])
+
+            found, deleted = await self.db.write(txn)
+            total += deleted
+            if found < batch:
+                return total
 
     async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
         """Algorithms whose fallback key has not been handed out yet (for /sync)."""
@@ -653,15 +767,19 @@ class DeviceKeysStore:
     # -- claim ----------------------------------------------------------------------------
 
     async def claim_keys(self, wanted: Sequence[tuple[str, str, str]]) -> list[ClaimedKey]:
-        """One key per `(user, device, algorithm)`: the oldest unclaimed one-time key (deleted
-        as it is handed out) or else the fallback key (kept, marked used). Devices with
-        neither are left out. Two statements in one transaction, whatever the request size."""
+        """One key per `(user, device, algorithm)`: the oldest unclaimed one-time key (never
+        handed out again) or else the fallback key (kept, marked used). Devices with neither
+        are left out. A few statements in one transaction, whatever the request size."""
         wanted = list(dict.fromkeys(wanted))
 
         def txn(conn: Connection) -> list[ClaimedKey]:
             if not wanted:
                 return []
-            rows = fetch_all(conn, _CLAIM, self._triples_param(wanted))
+            if self.db.is_sqlite:
+                ids = [row[0] for row in fetch_all(conn, _CLAIM_MARK, self._triples_param(wanted))]
+                rows = fetch_all(conn, _KEYS_BY_ID, {"ids": _json.encode(ids).decode()})
+            else:
+                rows = fetch_all(conn, _CLAIM_DELETE, self._triples_param(wanted))
             claimed = [ClaimedKey(*row, fallback=False) for row in rows]
             got = {(c.user_id, c.device_id, c.algorithm) for c in claimed}
             rest = [w for w in wanted if w not in got]

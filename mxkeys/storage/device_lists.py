@@ -10,8 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mxkeys.storage.database import Database
+from mxkeys.storage.device_keys import count_unclaimed_one_time_keys
 from mxkeys.storage.rooms_schema import memberships
-from mxkeys.storage.schema import device_list_changes, fallback_keys, one_time_keys
+from mxkeys.storage.schema import device_list_changes, fallback_keys
 
 
 def _shared_with(user_id: str) -> sa.Select:
@@ -141,15 +142,7 @@ class DeviceListStore:
 
         def run(conn: Connection) -> DeviceSyncData:
             position = _position(conn)
-            counts = {
-                algorithm: int(count)
-                for algorithm, count in conn.execute(
-                    sa.select(one_time_keys.c.algorithm, sa.func.count())
-                    .where(one_time_keys.c.user_id == user_id,
-                           one_time_keys.c.device_id == device_id)
-                    .group_by(one_time_keys.c.algorithm)
-                )
-            }
+            counts = count_unclaimed_one_time_keys(conn, user_id, device_id)
             fallback = list(
                 conn.execute(
                     sa.select(fallback_keys.c.algorithm)

@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
+import sqlalchemy as sa
 
 from mxkeys.services.keys import same_one_time_key
 from mxkeys.storage.accounts import AccountStore, NewLogin
@@ -119,6 +120,42 @@ def test_claims_go_in_upload_order(stores: tuple[AccountStore, DeviceKeysStore])
     # Emptied, the device numbers its next keys afresh and still hands them out in order.
     upload(store, "@a:hs", "D1", otks=[key("later"), key("earlier")])
     assert [c.key_id for c in run(store.claim_keys([("@a:hs", "D1", ALG)]))] == ["later"]
+
+
+def _rows(db: Database, table: str) -> int:
+    with db.engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def test_claimed_keys_never_come_back(
+    db: Database, stores: tuple[AccountStore, DeviceKeysStore]
+) -> None:
+    """A claimed key is never handed out or counted again, whether its row is deleted at once
+    (PostgreSQL) or left below the device's claim mark until the device's next upload or
+    housekeeping (SQLite); its key ID may be uploaded again as a new key, as after a delete."""
+    accounts, store = stores
+    a1 = ("@a:hs", "D1", ALG)
+    upload(store, "@a:hs", "D1", otks=[key("1"), key("2"), key("3")])
+    upload(store, "@a:hs", "D2", otks=[key("1"), key("2")])
+    both = [a1, ("@a:hs", "D2", ALG)]
+    assert {c.device_id: c.key_id for c in run(store.claim_keys(both))} == {"D1": "1", "D2": "1"}
+    assert run(store.count_one_time_keys("@a:hs", "D1")) == {ALG: 2}
+    # The claimed "1" again, same content: a new key, behind the ones waiting.
+    assert upload(store, "@a:hs", "D1", otks=[key("1")]) == {ALG: 3}
+    assert [c.key_id for c in run(store.claim_keys([a1]))] == ["2"]
+    assert [c.key_id for c in run(store.claim_keys([a1]))] == ["3"]
+    assert run(store.count_one_time_keys("@a:hs", "D1")) == {ALG: 1}
+    # Housekeeping deletes what claims left (on SQLite: D1's "2" and "3", D2's "1").
+    stored = _rows(db, "one_time_keys")
+    deleted = run(store.delete_claimed_keys(batch=1))
+    assert (deleted, stored) == ((3, 5) if db.is_sqlite else (0, 2))
+    assert _rows(db, "one_time_keys") == 2 and _rows(db, "one_time_key_claims") == 0
+    assert run(store.count_one_time_keys("@a:hs", "D1")) == {ALG: 1}
+    assert {c.device_id: c.key_id for c in run(store.claim_keys(both))} == {"D1": "1", "D2": "2"}
+    assert run(store.claim_keys([a1])) == []
+    # A deleted device takes its marks with it.
+    run(accounts.delete_devices("@a:hs", ["D1", "D2"]))
+    assert _rows(db, "one_time_key_claims") == 0 and _rows(db, "one_time_keys") == 0
 
 
 def test_query_visibility(stores: tuple[AccountStore, DeviceKeysStore]) -> None:
