@@ -1,3 +1,4 @@
+import time
 from urllib.parse import quote
 
 from tests.helpers import Api, assert_error
@@ -93,8 +94,17 @@ def test_writes_move_the_stream_and_wake_sync(api: Api, server) -> None:
     hs = server.homeserver
     user = api.register()
     other = api.register()
-    before = hs.notifier.counter(user.user_id)
-    other_before = hs.notifier.counter(other.user_id)
+
+    def settled(user_id: str) -> int:
+        # A registration's device-list wake-up lands shortly after its response (it looks up
+        # who shares a room first): take the counters after it.
+        deadline = time.monotonic() + 5
+        while hs.notifier.counter(user_id) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return hs.notifier.counter(user_id)
+
+    before = settled(user.user_id)
+    other_before = settled(other.user_id)
 
     async def position() -> int:
         return await hs.account_data.current_position()
