@@ -387,11 +387,13 @@ _QUERY = tuple(
 
 
 def count_unclaimed_one_time_keys(
-    conn: Connection, user_id: str, device_id: str
+    conn: Connection, user_id: str, device_id: str, marked: bool | None = None
 ) -> dict[str, int]:
-    """A device's unclaimed one-time keys per algorithm (what /sync and /keys/upload report)."""
+    """A device's unclaimed one-time keys per algorithm (what /sync and /keys/upload report).
+    `marked`: whether the device has claim marks, if the caller knows (else looked up)."""
     params = {"user_id": user_id, "device_id": device_id}
-    marked = conn.dialect.name == "sqlite" and fetch_one(conn, _MARKS_OF_DEVICE, params)
+    if marked is None:
+        marked = conn.dialect.name == "sqlite" and bool(fetch_one(conn, _MARKS_OF_DEVICE, params))
     rows = fetch_all(conn, _COUNT_OTKS_ABOVE_MARKS if marked else _COUNT_OTKS, params)
     return {algorithm: int(n) for algorithm, n in rows}
 
@@ -549,8 +551,7 @@ class DeviceKeysStore:
 
         def apply(conn: Connection) -> dict[str, int]:
             if self.db.is_sqlite:
-                # Keys handed out by claims go first: a key ID may then be uploaded again,
-                # and the counts below need no marks.
+                # Keys handed out by claims go first: a key ID may then be uploaded again.
                 params = {"user_id": user_id, "device_id": device_id}
                 delete_claimed_keys(conn, fetch_all(conn, _MARKS_OF_DEVICE, params))
             if device_keys_json is not None:
@@ -562,7 +563,8 @@ class DeviceKeysStore:
                 )
             if new_fallback_keys:
                 self._set_fallback_keys(conn, user_id, device_id, new_fallback_keys)
-            counts = self._count_one_time_keys(conn, user_id, device_id)
+            # (Any claim marks of the device went with its claimed keys above.)
+            counts = count_unclaimed_one_time_keys(conn, user_id, device_id, marked=False)
             for algorithm in added:
                 if counts.get(algorithm, 0) > max_one_time_keys:
                     raise OneTimeKeyLimit(algorithm, counts[algorithm], max_one_time_keys)
@@ -674,12 +676,6 @@ class DeviceKeysStore:
             ],
         )
 
-    @staticmethod
-    def _count_one_time_keys(conn: Connection, user_id: str, device_id: str) -> dict[str, int]:
-        """(In an upload, after its claimed keys were deleted: no marks to look at.)"""
-        rows = fetch_all(conn, _COUNT_OTKS, {"user_id": user_id, "device_id": device_id})
-        return {algorithm: int(n) for algorithm, n in rows}
-
     async def count_one_time_keys(self, user_id: str, device_id: str) -> dict[str, int]:
         return await self.db.read(
             lambda conn: count_unclaimed_one_time_keys(conn, user_id, device_id)
@@ -693,7 +689,7 @@ class DeviceKeysStore:
 
             def txn(conn: Connection) -> tuple[int, int]:
                 marks = fetch_all(conn, _SOME_MARKS, {"n": batch})
-                return len(marks), delete_claimed_keys(conn, [tuple(m) for m in marks])
+                return len(marks), delete_claimed_keys(conn, marks)
 
             found, deleted = await self.db.write(txn)
             total += deleted
