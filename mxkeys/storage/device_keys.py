@@ -58,6 +58,40 @@ class NewKey:
     key_json: str
 
 
+_raw_members = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+class OneTimeKeys:
+    """One upload's one-time keys (checked already) as a JSON object, `{"<algorithm>:<key_id>":
+    key, ...}`, each key as the client sent it. SQLite stores the whole object with one
+    `json_each`, with no Python object per key; `keys` has them one by one, for what needs
+    that (PostgreSQL's arrays, comparing keys with those stored already)."""
+
+    __slots__ = ("_keys", "algorithms", "count", "text")
+
+    def __init__(self, text: bytes, names: Collection[str]) -> None:
+        self.text = text  # the object's JSON, without repeated names
+        self.count = len(names)
+        self.algorithms = {name.partition(":")[0] for name in names}
+        self._keys: list[NewKey] | None = None
+
+    @classmethod
+    def of(cls, keys: Sequence[NewKey]) -> OneTimeKeys:
+        members = {f"{k.algorithm}:{k.key_id}": msgspec.Raw(k.key_json.encode()) for k in keys}
+        made = cls(_json.encode(members), members)
+        made._keys = list(keys) if len(members) == len(keys) else None
+        return made
+
+    @property
+    def keys(self) -> list[NewKey]:
+        if self._keys is None:
+            self._keys = []
+            for name, raw in _raw_members.decode(self.text).items():
+                algorithm, _, key_id = name.partition(":")
+                self._keys.append(NewKey(algorithm, key_id, bytes(raw).decode()))
+        return self._keys
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedKey:
     user_id: str
@@ -299,13 +333,15 @@ _CLAIM_FALLBACK = Statement(
     """,
 )
 
-# Uploads insert all their one-time keys with one statement and few parameters.
+# Uploads insert all their one-time keys with one statement and few parameters. On SQLite the
+# parameter is the upload's object itself: `json_each` gives each member's name and its value
+# (an object as compact JSON text, a string unquoted, hence `json_quote`).
 _INSERT_OTKS = Statement(
     # SQLite
     """
     INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json)
-    SELECT :user_id, :device_id, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-           json_extract(value, '$[2]')
+    SELECT :user_id, :device_id, substr(key, 1, instr(key, ':') - 1),
+           substr(key, instr(key, ':') + 1), iif(type = 'text', json_quote(value), value)
     FROM json_each(:keys) WHERE true
     ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING
     """,
@@ -537,7 +573,7 @@ class DeviceKeysStore:
         user_id: str,
         device_id: str,
         device_keys_json: str | None,
-        new_one_time_keys: Sequence[NewKey],
+        new_one_time_keys: OneTimeKeys | None,
         new_fallback_keys: Sequence[NewKey],
         max_one_time_keys: int,
         same_key: Callable[[str, str], bool],
@@ -557,7 +593,7 @@ class DeviceKeysStore:
             if device_keys_json is not None:
                 self._set_device_keys(conn, user_id, device_id, device_keys_json)
             added: set[str] = set()
-            if new_one_time_keys:
+            if new_one_time_keys is not None and new_one_time_keys.count:
                 added = self._add_one_time_keys(
                     conn, user_id, device_id, new_one_time_keys, same_key
                 )
@@ -601,12 +637,13 @@ class DeviceKeysStore:
         conn: Connection,
         user_id: str,
         device_id: str,
-        keys: Sequence[NewKey],
+        new: OneTimeKeys,
         same_key: Callable[[str, str], bool],
     ) -> set[str]:
         """Insert the keys not stored yet; returns the algorithms that got new keys."""
         params: dict[str, object] = {"user_id": user_id, "device_id": device_id}
         if self.db.dialect == "postgresql":
+            keys = new.keys
             params["algorithms"] = [k.algorithm for k in keys]
             params["key_ids"] = [k.key_id for k in keys]
             params["key_jsons"] = [k.key_json for k in keys]
@@ -618,14 +655,14 @@ class DeviceKeysStore:
         else:
             # SQLite's row count is exact (the driver's is not trusted on PostgreSQL), and
             # skipping RETURNING spares reading back every row.
-            params["keys"] = _json.encode([(k.algorithm, k.key_id, k.key_json) for k in keys])
+            params["keys"] = new.text.decode()
             count = execute(conn, _INSERT_OTKS, params)
-            if count == len(keys):
-                return {k.algorithm for k in keys}
-            # Some were there already (or repeat within the request): compare them all; the
-            # ones inserted just now compare equal to themselves.
-            already = list(keys)
-            added = {k.algorithm for k in keys} if count else set()
+            if count == new.count:
+                return new.algorithms
+            # Some were there already: compare them all; the ones inserted just now compare
+            # equal to themselves (as SQLite stored them: `same_key` compares their content).
+            already = new.keys
+            added = new.algorithms if count else set()
         query = sa.select(
             one_time_keys.c.algorithm, one_time_keys.c.key_id, one_time_keys.c.key_json
         ).where(

@@ -128,6 +128,37 @@ def test_one_time_key_counts_and_idempotent_reupload(api: Api) -> None:
     }
 
 
+def test_claimed_one_time_keys_keep_their_content(api: Api) -> None:
+    """Whatever path an upload takes (all keys plain, or one with other fields), a claim
+    hands each key back with the content it was uploaded with: escapes, Unicode, bare
+    strings, extra fields and nesting included."""
+    device = new_device(api.register())
+    plain = device.otk()
+    otks: dict[str, Any] = {
+        "signed_curve25519:plain": plain,
+        "curve25519:bare": 'AAAA\u00e9"\\/\u2028x',
+        "signed_curve25519:extra": {**device.otk(), "extra": [1, {"a": None, "é": "\n"}]},
+    }
+    # Sent with spaces between tokens and non-ASCII characters escaped (`json.dumps`).
+    assert upload(api, device, one_time_keys=otks)["one_time_key_counts"] == {
+        ALG: 2,
+        "curve25519": 1,
+    }
+    handed_out = {}
+    for algorithm in (ALG, ALG, "curve25519"):
+        wanted = {device.user.user_id: {device.device_id: algorithm}}
+        got = claim(api, device, wanted)["one_time_keys"][device.user.user_id]
+        handed_out.update(got[device.device_id])
+    assert handed_out == otks
+    # The same keys again are a no-op, and a changed one is refused, compared by content.
+    device2 = new_device(api.register())
+    assert upload(api, device2, one_time_keys=otks)["one_time_key_counts"][ALG] == 2
+    assert upload(api, device2, one_time_keys=otks)["one_time_key_counts"][ALG] == 2
+    changed = {**otks, "curve25519:bare": "BBBB"}
+    response = api.post("keys/upload", device2.user, json={"one_time_keys": changed})
+    assert_error(response, 400, "M_UNKNOWN")
+
+
 def test_conflicting_one_time_key_is_refused_and_leaves_no_trace(api: Api) -> None:
     device = new_device(api.register())
     upload(api, device, one_time_keys=device.otks(2))

@@ -20,6 +20,7 @@ from mxkeys.storage.device_keys import (
     NewKey,
     OneTimeKeyConflict,
     OneTimeKeyLimit,
+    OneTimeKeys,
     Signature,
 )
 
@@ -55,7 +56,9 @@ def upload(
     cap: int = 100,
 ) -> dict[str, int]:
     return run(
-        store.upload_keys(user, device, dk, otks or [], fallbacks or [], cap, same_one_time_key)
+        store.upload_keys(
+            user, device, dk, OneTimeKeys.of(otks or []), fallbacks or [], cap, same_one_time_key
+        )
     )
 
 
@@ -241,15 +244,19 @@ def test_concurrent_uploads_fail_alone(stores: tuple[AccountStore, DeviceKeysSto
     that fails must not take the others down, nor leave anything behind."""
     _, store = stores
     upload(store, "@b:hs", "D1", otks=[key("x", "old")])
+    otks = OneTimeKeys.of
 
     async def together() -> list[object]:
         return await asyncio.gather(
-            store.upload_keys("@a:hs", "D1", '{"a":1}', [key("1")], [], 100, same_one_time_key),
             store.upload_keys(
-                "@b:hs", "D1", '{"b":1}', [key("y"), key("x", "new")], [], 100, same_one_time_key
+                "@a:hs", "D1", '{"a":1}', otks([key("1")]), [], 100, same_one_time_key
             ),
             store.upload_keys(
-                "@a:hs", "D2", None, [key("2"), key("3")], [], 100, same_one_time_key
+                "@b:hs", "D1", '{"b":1}', otks([key("y"), key("x", "new")]), [], 100,
+                same_one_time_key,
+            ),
+            store.upload_keys(
+                "@a:hs", "D2", None, otks([key("2"), key("3")]), [], 100, same_one_time_key
             ),
             return_exceptions=True,
         )
