@@ -67,8 +67,23 @@ def typed_safely(model: type) -> bool:
     `Any`, no floats, integers bounded within the safe range, no recursive types (so nesting
     is bounded by the type). `msgspec.Raw` parts do not count: they stay undecoded, and are
     their handler's to check."""
+    return _safe(mi.type_info(model))
+
+
+@functools.cache
+def fields_to_walk(model: type) -> tuple[str, ...] | None:
+    """For a Struct model that is not `typed_safely`: the fields whose types are not safe by
+    themselves, the only parts of a decoded value that need the walk (e.g. a free-form object
+    beside a map of `msgspec.Raw` keys). None for other models: walk all of it."""
+    info = mi.type_info(model)
+    if not isinstance(info, mi.StructType):
+        return None
+    return tuple(field.name for field in info.fields if not _safe(field.type))
+
+
+def _safe(root: mi.Type) -> bool:
     seen: set[int] = set()
-    stack: list[mi.Type] = [mi.type_info(model)]
+    stack: list[mi.Type] = [root]
     while stack:
         node = stack.pop()
         if isinstance(node, mi.StrType | mi.BoolType | mi.NoneType | mi.RawType):
@@ -97,6 +112,22 @@ def typed_safely(model: type) -> bool:
         else:  # Any, floats, and whatever else: walk the value
             return False
     return True
+
+
+def check_request(value: Any, model: type) -> None:
+    """Raise 400 M_BAD_JSON if a request body decoded as `model` breaks the rules above,
+    walking only what its type does not already guarantee."""
+    if typed_safely(model):
+        return
+    fields = fields_to_walk(model)
+    if fields is None:
+        check_json(value)
+        return
+    for name in fields:
+        # The Struct itself sits at level 0, its fields at level 1.
+        problem = json_problem(getattr(value, name), depth=1)
+        if problem is not None:
+            raise bad_json(f"Request body: {problem}")
 
 
 def check_json(value: Any, what: str = "Request body", canonical: bool = False) -> None:

@@ -7,9 +7,16 @@ from typing import Annotated, Any, Literal
 import msgspec
 import pytest
 
+from mxkeys.api.http import decode_json
 from mxkeys.api.keys import ClaimBody, QueryBody, UploadBody
 from mxkeys.errors import MatrixError
-from mxkeys.json_checks import check_json, decode_checked, typed_safely
+from mxkeys.json_checks import (
+    check_json,
+    check_request,
+    decode_checked,
+    fields_to_walk,
+    typed_safely,
+)
 
 SafeInt = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
 
@@ -86,3 +93,29 @@ def test_decode_checked() -> None:
     for bad in (b'{"a": 1e999}', b"[" * 10_000, b'{"a": 1.0}'):
         with pytest.raises(MatrixError):
             decode_checked(bad, "x", canonical=True)
+
+
+def test_only_unsafe_fields_are_walked() -> None:
+    """A Struct body is walked only where its type does not already rule out what the walk
+    looks for: UploadBody's free-form device_keys, not its maps of undecoded keys."""
+    assert fields_to_walk(UploadBody) == ("device_keys",)
+    assert fields_to_walk(Strings) == ()
+    assert fields_to_walk(dict[str, Any]) is None  # not a Struct: walked whole
+    many = {f"signed_curve25519:k{i}": {"key": "k", "signatures": {}} for i in range(50)}
+    fine = msgspec.json.encode({"device_keys": {"a": [1]}, "one_time_keys": many})
+    assert decode_json(fine, UploadBody).device_keys == {"a": [1]}
+    # The walk still finds what is wrong in the fields that need it, at the right depth:
+    # device_keys sits one level below the body.
+    for bad in (
+        {"device_keys": {"n": 2**53}},
+        {"device_keys": {"n": [1.5, float("nan")]}},
+        {"device_keys": {"x": msgspec.json.decode(b"[" * 99 + b"]" * 99)}},
+    ):
+        with pytest.raises(MatrixError) as e:
+            check_request(msgspec.convert(bad, UploadBody), UploadBody)
+        assert e.value.errcode == "M_BAD_JSON"
+    # The body, device_keys and 98 lists: 100 levels, the most allowed.
+    nested = msgspec.json.decode(b"[" * 98 + b"]" * 98)
+    check_request(UploadBody(device_keys={"x": nested}), UploadBody)
+    with pytest.raises(MatrixError):
+        check_request(UploadBody(device_keys={"x": [nested]}), UploadBody)

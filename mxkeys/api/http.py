@@ -20,7 +20,7 @@ from mxkeys.errors import (
     not_json,
     too_large,
 )
-from mxkeys.json_checks import check_json, typed_safely
+from mxkeys.json_checks import check_request
 from mxkeys.services.auth import Requester
 
 if TYPE_CHECKING:
@@ -97,8 +97,7 @@ def decode_json(body: bytes, model: type[T]) -> T:
         # msgspec stops at the interpreter's recursion limit; `check_json` sets the real one.
         raise bad_json("Request body nested too deeply") from None
     # Depth and integer range (`mxkeys.json_checks`); `msgspec.Raw` parts are the caller's.
-    if not typed_safely(model):
-        check_json(value)
+    check_request(value, model)
     return value
 
 

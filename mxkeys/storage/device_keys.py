@@ -69,16 +69,16 @@ class OneTimeKeys:
 
     __slots__ = ("_keys", "algorithms", "count", "text")
 
-    def __init__(self, text: bytes, names: Collection[str]) -> None:
+    def __init__(self, text: bytes, count: int, algorithms: set[str]) -> None:
         self.text = text  # the object's JSON, without repeated names
-        self.count = len(names)
-        self.algorithms = {name.partition(":")[0] for name in names}
+        self.count = count
+        self.algorithms = algorithms
         self._keys: list[NewKey] | None = None
 
     @classmethod
     def of(cls, keys: Sequence[NewKey]) -> OneTimeKeys:
         members = {f"{k.algorithm}:{k.key_id}": msgspec.Raw(k.key_json.encode()) for k in keys}
-        made = cls(_json.encode(members), members)
+        made = cls(_json.encode(members), len(members), {k.algorithm for k in keys})
         made._keys = list(keys) if len(members) == len(keys) else None
         return made
 
