@@ -69,7 +69,8 @@ class AccountStore:
         # passes through `delete_devices` below, which evicts at once. On PostgreSQL another
         # worker may revoke a token at any moment: every request asks the database.
         # `_token_generation` moves with every eviction, so a lookup that read a row before
-        # a deletion committed cannot put it back in the cache afterwards.
+        # a deletion committed cannot put it back in the cache afterwards. A token a login or
+        # registration creates is cached at once: the client's next request uses it.
         self._token_cache: dict[str, TokenOwner] | None = {} if db.is_sqlite else None
         self._cached_tokens_of: dict[str, set[str]] = {}  # user ID -> token hashes cached
         self._token_generation = 0
@@ -108,7 +109,12 @@ class AccountStore:
                 self._login_txn(conn, user_id, login, now_ms)
             return True
 
-        return await self.db.write(txn)
+        generation = self._token_generation
+        created = await self.db.write(txn)
+        if created and login is not None:
+            owner = TokenOwner(user_id, login.device_id, is_admin, now_ms)
+            self._remember_token(login.token_hash, owner, generation)
+        return created
 
     async def user_exists(self, user_id: str) -> bool:
         def txn(conn: Connection) -> bool:
@@ -171,7 +177,17 @@ class AccountStore:
         )
 
     async def add_login(self, user_id: str, login: NewLogin, now_ms: int) -> None:
-        await self.db.write(lambda conn: self._login_txn(conn, user_id, login, now_ms))
+        def txn(conn: Connection) -> bool:
+            self._login_txn(conn, user_id, login, now_ms)
+            is_admin = conn.execute(
+                sa.select(users.c.is_admin).where(users.c.user_id == user_id)
+            ).scalar()
+            return bool(is_admin)
+
+        generation = self._token_generation
+        is_admin = await self.db.write(txn)
+        owner = TokenOwner(user_id, login.device_id, is_admin, now_ms)
+        self._remember_token(login.token_hash, owner, generation)
 
     async def get_token_owner(self, token_hash: str) -> TokenOwner | None:
         cache = self._token_cache
@@ -186,13 +202,21 @@ class AccountStore:
 
         generation = self._token_generation
         owner = await self.db.read(txn)
-        if cache is not None and owner is not None and generation == self._token_generation:
-            if len(cache) >= _TOKEN_CACHE_SIZE:
-                cache.clear()
-                self._cached_tokens_of.clear()
-            cache[token_hash] = owner
-            self._cached_tokens_of.setdefault(owner.user_id, set()).add(token_hash)
+        if owner is not None:
+            self._remember_token(token_hash, owner, generation)
         return owner
+
+    def _remember_token(self, token_hash: str, owner: TokenOwner, generation: int) -> None:
+        """Cache a token read or created while `_token_generation` was `generation` (unless
+        an eviction came in between: the token may be gone already)."""
+        cache = self._token_cache
+        if cache is None or generation != self._token_generation:
+            return
+        if len(cache) >= _TOKEN_CACHE_SIZE:
+            cache.clear()
+            self._cached_tokens_of.clear()
+        cache[token_hash] = owner
+        self._cached_tokens_of.setdefault(owner.user_id, set()).add(token_hash)
 
     def _evict_tokens(self, user_id: str, device_ids: Sequence[str] | None) -> None:
         """Forget cached tokens of the user's devices (all of them when None)."""

@@ -96,3 +96,31 @@ def test_revocation_wins_over_cached_and_racing_lookups(db: Database) -> None:
     run(lookup_racing_a_deletion())
     assert run(fresh.get_token_owner(tokens["D2"])) is None
     assert run(fresh.get_token_owner(tokens["D3"])) is None
+
+
+def test_new_tokens_are_cached_at_once(db: Database, monkeypatch) -> None:
+    """(SQLite) The token a registration or login creates is cached when it commits: the
+    client's first request with it reads nothing. PostgreSQL asks the database every time."""
+    store = AccountStore(db)
+    reads = []
+    real_read = db.read
+
+    async def counting_read(fn):
+        reads.append(fn)
+        return await real_read(fn)
+
+    monkeypatch.setattr(db, "read", counting_read)
+    run(store.create_user("@admin:x", None, True, 1, NewLogin("A1", None, hash_token("a1"))))
+    run(store.add_login("@admin:x", NewLogin("A2", None, hash_token("a2")), 7))
+    run(store.create_user("@b:x", None, False, 1, NewLogin("B1", None, hash_token("b1"))))
+    owners = [run(store.get_token_owner(hash_token(t))) for t in ("a1", "a2", "b1")]
+    assert [(o.user_id, o.device_id, o.is_admin, o.last_seen_ts) for o in owners] == [
+        ("@admin:x", "A1", True, 1),
+        ("@admin:x", "A2", True, 7),
+        ("@b:x", "B1", False, 1),
+    ]
+    assert len(reads) == (0 if db.is_sqlite else 3)
+    # Revocation still wins over the cache.
+    assert run(store.delete_devices("@admin:x", ["A2"])) == ["A2"]
+    assert run(store.get_token_owner(hash_token("a2"))) is None
+    assert run(store.get_token_owner(hash_token("a1"))) is not None
