@@ -71,6 +71,29 @@ class PlainKeyObject(msgspec.Struct, forbid_unknown_fields=True):
 _plain_key_decoder = msgspec.json.Decoder(str | PlainKeyObject)
 # All of an upload's one-time keys checked in one pass, when every one is plain.
 _plain_keys_decoder = msgspec.json.Decoder(dict[str, str | PlainKeyObject])
+
+
+def _algorithms_of_valid_names(keys: Iterable[str]) -> set[str] | None:
+    """The algorithms of these `<algorithm>:<key_id>` names, or None if a name is not one
+    (each part 1 to MAX_ID_LENGTH characters)."""
+    algorithms: set[str] = set()
+    for name in keys:
+        algorithm, _, key_id = name.partition(":")
+        if not 0 < len(algorithm) <= MAX_ID_LENGTH or not 0 < len(key_id) <= MAX_ID_LENGTH:
+            return None
+        algorithms.add(algorithm)
+    return algorithms
+
+
+def _all_plain(text: bytes) -> bool:
+    """Whether every key of this JSON object is a plain key object or a bare key string."""
+    try:
+        _plain_keys_decoder.decode(text)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return False
+    return True
+
+
 # Until federation exists, keys of users on other servers cannot be fetched.
 REMOTE_FAILURE = {"status": 503, "message": "Federation is not supported by this server yet"}
 
@@ -240,19 +263,9 @@ class KeyService:
         object (or a bare key string) under a valid name, else one by one (keys with other
         fields; the exact error for a bad one)."""
         text = _raw_encoder.encode(keys)
-        algorithms: set[str] = set()
-        for name in keys:
-            algorithm, _, key_id = name.partition(":")
-            if not 0 < len(algorithm) <= MAX_ID_LENGTH or not 0 < len(key_id) <= MAX_ID_LENGTH:
-                break
-            algorithms.add(algorithm)
-        else:
-            try:
-                _plain_keys_decoder.decode(text)
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                pass
-            else:
-                return OneTimeKeys(text, len(keys), algorithms)
+        algorithms = _algorithms_of_valid_names(keys)
+        if algorithms is not None and _all_plain(text):
+            return OneTimeKeys(text, len(keys), algorithms)
         return OneTimeKeys.of(self._check_keys("one_time_keys", keys, canonical=False))
 
     @staticmethod

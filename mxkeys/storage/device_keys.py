@@ -275,8 +275,8 @@ _CLAIM_DELETE = Statement(
     """
 )
 
-# Claim marks, and the keys at or below them (handed out already), for deleting both. Marks
-# exist on SQLite only; on PostgreSQL these find nothing.
+# Claim marks (SQLite only), and the keys at or below them (handed out already), for deleting
+# both.
 _MARKS_OF_DEVICE = Statement(
     "SELECT user_id, device_id, algorithm, claimed_to FROM one_time_key_claims "
     "WHERE user_id = :user_id AND device_id = :device_id"
@@ -285,28 +285,16 @@ _SOME_MARKS = Statement(
     "SELECT user_id, device_id, algorithm, claimed_to FROM one_time_key_claims LIMIT :n"
 )
 _DELETE_CLAIMED = Statement(
-    # SQLite
     "DELETE FROM one_time_keys WHERE id IN (SELECT o.id FROM json_each(:marks) AS t "
     "JOIN one_time_keys AS o ON o.user_id = json_extract(t.value, '$[0]') "
     "AND o.device_id = json_extract(t.value, '$[1]') "
-    "AND o.algorithm = json_extract(t.value, '$[2]') AND o.id <= json_extract(t.value, '$[3]'))",
-    # PostgreSQL
-    "DELETE FROM one_time_keys AS o USING unnest(CAST(:users AS text[]), "
-    "CAST(:devices AS text[]), CAST(:algorithms AS text[]), CAST(:marks AS bigint[])) "
-    "AS t(u, d, a, m) WHERE o.user_id = t.u AND o.device_id = t.d AND o.algorithm = t.a "
-    "AND o.id <= t.m",
+    "AND o.algorithm = json_extract(t.value, '$[2]') AND o.id <= json_extract(t.value, '$[3]'))"
 )
 # (Only marks that have not moved since they were read.)
 _DELETE_MARKS = Statement(
-    # SQLite
     "DELETE FROM one_time_key_claims WHERE (user_id, device_id, algorithm, claimed_to) IN "
     "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-    "json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(:marks))",
-    # PostgreSQL
-    "DELETE FROM one_time_key_claims AS c USING unnest(CAST(:users AS text[]), "
-    "CAST(:devices AS text[]), CAST(:algorithms AS text[]), CAST(:marks AS bigint[])) "
-    "AS t(u, d, a, m) WHERE c.user_id = t.u AND c.device_id = t.d AND c.algorithm = t.a "
-    "AND c.claimed_to = t.m",
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(:marks))"
 )
 
 
@@ -436,18 +424,10 @@ def count_unclaimed_one_time_keys(
 
 def delete_claimed_keys(conn: Connection, marks: Sequence[tuple[str, str, str, int]]) -> int:
     """Delete the one-time keys at or below these claim marks (user, device, algorithm, id),
-    and the marks themselves; the number of keys deleted."""
+    and the marks themselves (SQLite); the number of keys deleted."""
     if not marks:
         return 0
-    if conn.dialect.name == "postgresql":
-        params: dict[str, object] = {
-            "users": [m[0] for m in marks],
-            "devices": [m[1] for m in marks],
-            "algorithms": [m[2] for m in marks],
-            "marks": [m[3] for m in marks],
-        }
-    else:
-        params = {"marks": _json.encode(list(marks)).decode()}
+    params = {"marks": _json.encode(list(marks)).decode()}
     deleted = execute(conn, _DELETE_CLAIMED, params)
     execute(conn, _DELETE_MARKS, params)
     return deleted
@@ -720,7 +700,9 @@ class DeviceKeysStore:
 
     async def delete_claimed_keys(self, batch: int = 1000) -> int:
         """Delete every claimed one-time key still stored (housekeeping), `batch` devices per
-        transaction; the number of keys deleted."""
+        transaction; the number of keys deleted. (PostgreSQL claims delete as they go.)"""
+        if not self.db.is_sqlite:
+            return 0
         total = 0
         while True:
 
