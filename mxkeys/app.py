@@ -10,47 +10,20 @@ import os
 from collections.abc import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from mxkeys.api import build_routes
-from mxkeys.api.http import JSONResponse
 from mxkeys.api.middleware import EdgeMiddleware
-from mxkeys.api.routing import IndexedRouter
+from mxkeys.api.routing import IndexedRouter, endpoint_route
 from mxkeys.api.timeout import RequestTimeout
 from mxkeys.config import Config
-from mxkeys.errors import MatrixError
 from mxkeys.homeserver import HomeServer
 from mxkeys.services.housekeeping import run_forever
 from mxkeys.storage.notifications import PostgresWakeups
 
 logger = logging.getLogger(__name__)
-
-
-async def matrix_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, MatrixError)
-    return JSONResponse(exc.to_json(), status_code=exc.status, headers=exc.headers or None)
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code in (404, 405):
-        error = "Unrecognized request" if exc.status_code == 404 else "Method not allowed"
-        body = {"errcode": "M_UNRECOGNIZED", "error": error}
-    else:
-        body = {"errcode": "M_UNKNOWN", "error": str(exc.detail)}
-    # (A 405 names the allowed methods in `Allow`, as HTTP requires.)
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-
-async def internal_error(request: Request, exc: Exception) -> Response:
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"errcode": "M_UNKNOWN", "error": "Internal server error"}, 500)
 
 
 async def metrics(request: Request) -> Response:
@@ -76,7 +49,7 @@ def create_app(config: Config, homeserver: HomeServer | None = None) -> ASGIApp:
     hs = homeserver or HomeServer(config)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: object) -> AsyncIterator[None]:
         hs.start()
         hs.notifier.bind_loop(asyncio.get_running_loop())
         wakeups = None
@@ -99,19 +72,14 @@ def create_app(config: Config, homeserver: HomeServer | None = None) -> ASGIApp:
 
     routes = build_routes()
     if config.enable_metrics:
-        routes.append(Route("/metrics", metrics, methods=["GET"]))
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        # Every request answered in bounded time (504 past the deadline; see api/timeout.py).
-        middleware=[Middleware(RequestTimeout, timeout_ms=config.request_timeout_ms)],
-        exception_handlers={
-            MatrixError: matrix_error,
-            HTTPException: http_error,
-            Exception: internal_error,
-        },
+        routes.append(endpoint_route("/metrics", metrics, ["GET"], "metrics"))
+    # The whole stack, outside in: the edge (CORS, errors, access log, metrics), deadlines
+    # (504 past the deadline; see api/timeout.py), the router (routes looked up by their
+    # leading path segments; api/routing.py), the endpoint.
+    app = EdgeMiddleware(
+        RequestTimeout(
+            IndexedRouter(routes, lifespan=lifespan), timeout_ms=config.request_timeout_ms
+        )
     )
-    # Routes are looked up by their leading path segments (api/routing.py).
-    app.router = IndexedRouter(routes, lifespan=lifespan)
     app.state.homeserver = hs
-    return EdgeMiddleware(app)
+    return app

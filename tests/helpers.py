@@ -48,7 +48,7 @@ class ServerHandle:
 
     @property
     def homeserver(self) -> Any:
-        return self.app.app.state.homeserver  # type: ignore[attr-defined]
+        return self.app.state.homeserver  # type: ignore[attr-defined]
 
     def start(self) -> None:
         self._thread.start()

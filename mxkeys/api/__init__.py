@@ -26,6 +26,7 @@ from mxkeys.api import (
     to_device,
     versions,
 )
+from mxkeys.api.routing import endpoint_route
 
 CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
@@ -49,18 +50,16 @@ CLIENT_MODULES = [
 ]
 
 
+def _routed(route: BaseRoute, prefix: str = "") -> Route:
+    """The module's route under `prefix`, its handler wrapped as an `Endpoint`."""
+    assert isinstance(route, Route)
+    methods = [m for m in (route.methods or ()) if m != "HEAD"]
+    return endpoint_route(prefix + route.path, route.endpoint, methods, route.name)
+
+
 def build_routes() -> list[BaseRoute]:
-    routes: list[BaseRoute] = list(versions.unprefixed_routes)
+    routes: list[BaseRoute] = [_routed(route) for route in versions.unprefixed_routes]
     for prefix in CLIENT_PREFIXES:
         for module in CLIENT_MODULES:
-            for route in module.routes:
-                assert isinstance(route, Route)
-                routes.append(
-                    Route(
-                        prefix + route.path,
-                        route.endpoint,
-                        methods=[m for m in (route.methods or ()) if m != "HEAD"],
-                        name=route.name,
-                    )
-                )
+            routes += [_routed(route, prefix) for route in module.routes]
     return routes

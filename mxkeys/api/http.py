@@ -43,6 +43,10 @@ def json_response(content: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(content, status_code=status)
 
 
+def error_response(error: MatrixError) -> JSONResponse:
+    return JSONResponse(error.to_json(), status_code=error.status, headers=error.headers or None)
+
+
 def homeserver(request: Request) -> HomeServer:
     return request.app.state.homeserver
 

@@ -1,4 +1,4 @@
-"""ASGI wrappers around the router: raw-path routing, CORS, access log and metrics."""
+"""The edge of the ASGI app: raw-path routing, CORS, error rendering, access log, metrics."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import time
 from typing import Any
 
 from prometheus_client import Counter, Histogram
+from starlette.datastructures import State
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mxkeys.api.http import JSONResponse, error_response
+from mxkeys.errors import MatrixError
+
 access_log = logging.getLogger("mxkeys.access")
+logger = logging.getLogger(__name__)
 
 REQUESTS = Counter(
     "mxkeys_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -39,6 +45,23 @@ def route_template(scope: Scope) -> str:
     return getattr(route, "path", None) or "unmatched"
 
 
+def _unhandled_response(scope: Scope, exc: Exception) -> JSONResponse:
+    """The answer to an exception no endpoint turned into a response."""
+    if isinstance(exc, MatrixError):
+        return error_response(exc)
+    if isinstance(exc, HTTPException):
+        if exc.status_code in (404, 405):
+            # (The router's: no such path, or another method. A 405 names the allowed
+            # methods in `Allow`, as HTTP requires.)
+            error = "Unrecognized request" if exc.status_code == 404 else "Method not allowed"
+            body = {"errcode": "M_UNRECOGNIZED", "error": error}
+        else:
+            body = {"errcode": "M_UNKNOWN", "error": str(exc.detail)}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    logger.error("unhandled error on %s %s", scope["method"], scope["path"][:200], exc_info=exc)
+    return JSONResponse({"errcode": "M_UNKNOWN", "error": "Internal server error"}, 500)
+
+
 class EdgeMiddleware:
     """Everything done to every HTTP request before routing and after the response.
 
@@ -46,11 +69,19 @@ class EdgeMiddleware:
       parameter (megolm session IDs are base64) does not split a segment; endpoints decode
       parameters themselves.
     - CORS headers on every response; OPTIONS pre-flight requests answered here.
+    - Errors: endpoints answer their own Matrix errors (`api.routing.Endpoint`); what comes out
+      of the router (404 and 405 from routing, a Matrix error raised while a response is made,
+      any other exception: 500) is answered here, as long as no response has started. Once
+      one has, the exception goes to the server, which closes the connection.
     - One access-log line and the Prometheus figures per request.
+
+    It is the app the server runs: `request.app` is this object, and `state.homeserver` the
+    homeserver the endpoints serve.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.state = State()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,8 +105,9 @@ class EdgeMiddleware:
             await send({"type": "http.response.body", "body": b"{}"})
             return
 
+        scope["app"] = self
         start = time.perf_counter()
-        status = 500
+        status = 0
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -86,9 +118,13 @@ class EdgeMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if status:
+                raise
+            await _unhandled_response(scope, exc)(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
-            self._record(scope, status, elapsed)
+            self._record(scope, status or 500, elapsed)
 
     @staticmethod
     def _record(scope: Scope, status: int, elapsed: float) -> None:
