@@ -141,12 +141,6 @@ class AccountStore:
 
         await self.db.write(txn)
 
-    async def set_admin(self, user_id: str, is_admin: bool) -> None:
-        def txn(conn: Connection) -> None:
-            conn.execute(users.update().where(users.c.user_id == user_id).values(is_admin=is_admin))
-
-        await self.db.write(txn)
-
     # -- logins and tokens ---------------------------------------------------------------
 
     def _login_txn(self, conn: Connection, user_id: str, login: NewLogin, now_ms: int) -> None:
