@@ -99,3 +99,15 @@ def test_summary_and_table_record_failures():
     assert f"|  | p50_ms ↓ | 3.00 | 12.0 {failed} | 4.00x |" in table
     assert "- w on Synapse: BenchError: 500" in table
     assert "| server process | peak RSS MiB ↓ | 55.0 | 210 | 3.82x |" in table
+
+
+def test_http_floor_runs():
+    """`python -m benchmarks.floor` (the bare-server fan-out under the to-device workload)
+    keeps working, at a tiny size."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.floor", "--devices", "5", "--rounds", "2",
+         "--settle", "0.2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "uvicorn: {'devices': 5, 'rounds': 2, 'delivery_p50_ms':" in result.stdout
