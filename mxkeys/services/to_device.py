@@ -44,18 +44,15 @@ class RecentSends:
     may delete a device this one holds messages for without this one knowing in time."""
 
     def __init__(self, max_sends: int = 64) -> None:
-        self._sends: collections.deque[
-            tuple[int, int, dict[tuple[str, str], InboxMessage]]
-        ] = collections.deque(maxlen=max_sends)
+        self._sends: collections.deque[_Send] = collections.deque(maxlen=max_sends)
 
     def add(self, sent: SentMessages, sender: str, event_type: str) -> None:
-        if self._sends and self._sends[-1][1] + 1 != sent.first:
+        if self._sends and self._sends[-1].last + 1 != sent.first:
             self._sends.clear()  # not contiguous with what is held: start again from here
-        by_device = {
-            (user_id, device_id): InboxMessage(sent.first + i, sender, event_type, content)
-            for i, (user_id, device_id, content) in enumerate(sent.rows)
-        }
-        self._sends.append((sent.first, sent.last, by_device))
+        # Only an index here: a send wakes its recipients' syncs right after this, and each
+        # builds its own message, so the send itself makes no object per recipient but a key.
+        index = {(user_id, device_id): i for i, (user_id, device_id, _) in enumerate(sent.rows)}
+        self._sends.append(_Send(sent, sender, event_type, index))
 
     def clear(self) -> None:
         self._sends.clear()
@@ -64,18 +61,37 @@ class RecentSends:
         self, user_id: str, device_id: str, after: int, limit: int
     ) -> tuple[int, list[InboxMessage]] | None:
         """(position, the device's messages in (after, position]), or None if not known."""
-        if not self._sends or not self._sends[0][0] <= after + 1 <= self._sends[-1][1]:
+        sends = self._sends
+        if not sends or not sends[0].sent.first <= after + 1 <= sends[-1].last:
             return None
         key = (user_id, device_id)
         messages = []
-        for _, last, by_device in self._sends:
-            if last > after:
-                message = by_device.get(key)
-                if message is not None and message.stream_id > after:
-                    messages.append(message)
+        for send in sends:
+            if send.last > after:
+                i = send.index.get(key)
+                if i is not None and send.sent.first + i > after:
+                    messages.append(send.message(i))
         if len(messages) > limit:
             return None
-        return self._sends[-1][1], messages
+        return sends[-1].last, messages
+
+
+class _Send:
+    """One send held by `RecentSends`: what it stored, and where each device's row is."""
+
+    __slots__ = ("event_type", "index", "last", "sender", "sent")
+
+    def __init__(
+        self, sent: SentMessages, sender: str, event_type: str, index: dict[tuple[str, str], int]
+    ) -> None:
+        self.sent = sent
+        self.last = sent.last
+        self.sender = sender
+        self.event_type = event_type
+        self.index = index
+
+    def message(self, i: int) -> InboxMessage:
+        return InboxMessage(self.sent.first + i, self.sender, self.event_type, self.sent.rows[i][2])
 
 
 class ToDeviceService:
