@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
+from mxkeys.metrics import SYNC_WAITING
+
 ALL_STREAMS = "*"
 
 
@@ -84,12 +86,14 @@ class Notifier:
         waiters = self._waiters.setdefault(user_id, set())
         waiters.add(waiter)
         timer = loop.call_later(max(timeout_s, 0.0), _expire, future)
+        SYNC_WAITING.inc()
         try:
             notified = await future
             # Streams named by notifications that came before this sync resumed are all
             # here; later ones move the counter the caller reads next.
             return set(waiter.streams) if notified or waiter.streams else None
         finally:
+            SYNC_WAITING.dec()
             timer.cancel()
             waiters.discard(waiter)
             if not waiters:

@@ -12,6 +12,7 @@ import msgspec
 
 from mxkeys.errors import invalid_param, too_large
 from mxkeys.ids import MAX_DEVICE_ID_LENGTH, now_ms, split_user_id
+from mxkeys.metrics import TO_DEVICE_QUEUED, TO_DEVICE_REMOTE
 from mxkeys.services.auth import Requester
 from mxkeys.services.notifier import Notifier
 from mxkeys.services.ratelimit import RateLimiter
@@ -149,8 +150,6 @@ class ToDeviceService:
                 if not device_id or len(device_id) > MAX_DEVICE_ID_LENGTH:
                     raise invalid_param(f"Invalid device ID {device_id[:300]!r}")
                 outgoing.append(OutgoingMessage(user_id, device_id, _encode(content).decode()))
-        if remote:
-            logger.info("dropped %d to-device messages for users on other servers", remote)
         sent = await self.store.send(
             requester.user_id,
             requester.device_id,
@@ -160,7 +159,11 @@ class ToDeviceService:
             now_ms(),
             self.max_queued,
         )
+        if sent is not None and remote:  # (a retried transaction was counted the first time)
+            TO_DEVICE_REMOTE.inc(remote)
+            logger.info("dropped %d to-device messages for users on other servers", remote)
         if sent is not None and sent.rows:
+            TO_DEVICE_QUEUED.inc(len(sent.rows))
             if self._recent is not None:
                 self._recent.add(sent, requester.user_id, event_type)
             self.notifier.notify_users(sorted({row[0] for row in sent.rows}), [self.stream])
