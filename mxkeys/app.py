@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from mxkeys.api import build_routes
-from mxkeys.api.middleware import EdgeMiddleware
+from mxkeys.api.middleware import EdgeMiddleware, TrustedProxies
 from mxkeys.api.routing import IndexedRouter, endpoint_route
 from mxkeys.api.timeout import RequestTimeout
 from mxkeys.config import Config
@@ -79,7 +79,8 @@ def create_app(config: Config, homeserver: HomeServer | None = None) -> ASGIApp:
     app = EdgeMiddleware(
         RequestTimeout(
             IndexedRouter(routes, lifespan=lifespan), timeout_ms=config.request_timeout_ms
-        )
+        ),
+        TrustedProxies(config.trusted_proxies),
     )
     app.state.homeserver = hs
     return app

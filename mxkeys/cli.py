@@ -118,6 +118,8 @@ def _serve(config: Config) -> int:
         "loop": "uvloop",
         "http": "httptools",
         "timeout_graceful_shutdown": 5,
+        # X-Forwarded-For is read at mxkeys's edge, from the proxies the settings name.
+        "proxy_headers": False,
         # Clients keep connections open between long-polls; closing idle ones after the
         # default 5 s makes them race a request against the close.
         "timeout_keep_alive": 75,

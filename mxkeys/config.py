@@ -7,6 +7,7 @@ and the config-file keys are all derived from the field names.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -41,6 +42,11 @@ class Config:
     enable_registration: bool = _setting(False, "allow POST /register (off by default)")
     log_level: str = _setting("info", "debug, info, warning or error")
     enable_metrics: bool = _setting(False, "serve Prometheus metrics at /metrics")
+    trusted_proxies: str = _setting(
+        "127.0.0.1,::1",
+        "addresses or networks (comma-separated) of reverse proxies whose X-Forwarded-For "
+        "header names the client address (for per-address rate limits and logs); empty: none",
+    )
     max_request_body_bytes: int = _setting(
         8 * 1024 * 1024, "largest request body accepted (M_TOO_LARGE above it)"
     )
@@ -138,6 +144,14 @@ class Config:
             raise ConfigError("max_request_body_bytes must be at least 1024")
         if self.request_timeout_ms < 1:
             raise ConfigError("request_timeout_ms must be positive")
+        for part in self.trusted_proxies.split(","):
+            try:
+                if part.strip():
+                    ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"trusted_proxies: {part.strip()!r} is not an IP address or network"
+                ) from None
         for name, value in dataclasses.asdict(self).items():
             if isinstance(value, int) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"{name} must not be negative")

@@ -42,6 +42,7 @@ class ServerHandle:
                 access_log=False,
                 lifespan="on",
                 loop="asyncio",
+                proxy_headers=False,  # as `mxkeys serve` runs it: the edge reads the header
             )
         )
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -47,6 +47,7 @@ def test_toml(tmp_path) -> None:
         ({"MXKEYS_LISTEN": "nowhere"}, "HOST:PORT"),
         ({"MXKEYS_DATABASE_URL": "mysql://x"}, "database_url"),
         ({"MXKEYS_LOG_LEVEL": "loud"}, "log_level"),
+        ({"MXKEYS_TRUSTED_PROXIES": "127.0.0.1, proxy.internal"}, "not an IP address"),
     ],
 )
 def test_bad_settings(env: dict[str, str], message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from typing import Any
@@ -62,6 +63,50 @@ def _unhandled_response(scope: Scope, exc: Exception) -> JSONResponse:
     return JSONResponse({"errcode": "M_UNKNOWN", "error": "Internal server error"}, 500)
 
 
+class TrustedProxies:
+    """The reverse proxies whose `X-Forwarded-For` names the client (setting
+    `trusted_proxies`). Behind a chain of them, the client is the nearest address in the
+    header that is not one of them, read from the right; an address a client wrote itself
+    further left is never believed. The same rule as uvicorn's, which mxkeys turns off to
+    apply it here, with addresses and networks that can be set."""
+
+    _CACHED = 4096
+
+    def __init__(self, spec: str) -> None:
+        self.networks = [
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in spec.split(",")
+            if part.strip()
+        ]
+        self._known: dict[str, bool] = {}
+
+    def trusts(self, host: str) -> bool:
+        known = self._known.get(host)
+        if known is None:
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                known = False
+            else:
+                known = any(address in network for network in self.networks)
+            if len(self._known) < self._CACHED:
+                self._known[host] = known
+        return known
+
+    def resolve(self, scope: Scope) -> None:
+        """Name the client in `scope["client"]` from the header, if a trusted peer sent it."""
+        peer = scope.get("client")
+        if not self.networks or not peer or not self.trusts(peer[0]):
+            return
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                hosts = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
+                if hosts:
+                    client = next((h for h in reversed(hosts) if not self.trusts(h)), hosts[0])
+                    scope["client"] = (client[:100], 0)
+                return
+
+
 class EdgeMiddleware:
     """Everything done to every HTTP request before routing and after the response.
 
@@ -69,6 +114,7 @@ class EdgeMiddleware:
       parameter (megolm session IDs are base64) does not split a segment; endpoints decode
       parameters themselves.
     - CORS headers on every response; OPTIONS pre-flight requests answered here.
+    - The client's address, from `X-Forwarded-For` when a trusted proxy sent the request.
     - Errors: endpoints answer their own Matrix errors (`api.routing.Endpoint`); what comes out
       of the router (404 and 405 from routing, a Matrix error raised while a response is made,
       any other exception: 500) is answered here, as long as no response has started. Once
@@ -79,9 +125,10 @@ class EdgeMiddleware:
     homeserver the endpoints serve.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, trusted_proxies: TrustedProxies | None = None) -> None:
         self.app = app
         self.state = State()
+        self.proxies = trusted_proxies or TrustedProxies("")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,6 +153,7 @@ class EdgeMiddleware:
             return
 
         scope["app"] = self
+        self.proxies.resolve(scope)
         start = time.perf_counter()
         status = 0
 

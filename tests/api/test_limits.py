@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.e2e_keys import new_device, setup_device
-from tests.helpers import Api, User, assert_error
+from tests.helpers import Api, User, assert_error, unique_name
 from tests.snapshots import snapshot
 
 ALGORITHM = "m.megolm_backup.v1.curve25519-aes-sha2"
@@ -53,6 +53,29 @@ def test_registration_is_limited_per_address(backend: str, server_factory) -> No
         api.register()  # two requests: the UIA step and the completion
         limited(api.post("register", json={"username": "late", "password": "p"}))
         assert api.get("register/available", params={"username": "late"}).status_code == 200
+
+
+@pytest.mark.parametrize("trusted", ["127.0.0.1,::1", ""])
+def test_forwarded_address_only_from_trusted_proxies(
+    backend: str, server_factory, trusted: str
+) -> None:
+    """X-Forwarded-For names the client only when a trusted proxy (by default: loopback, where
+    the tests' requests come from) sent it; otherwise every request counts for the peer."""
+    server = server_factory(backend, **{**UNLIMITED, "register_per_minute": 1,
+                                        "register_burst": 1, "trusted_proxies": trusted})
+    with Api(server.base_url) as api:
+
+        def start_registration(address: str) -> Any:
+            return api.post("register", json={"username": unique_name(), "password": "p"},
+                            headers={"X-Forwarded-For": f"{address}, 127.0.0.1"})
+
+        assert start_registration("198.51.100.1").status_code == 401  # the UIA step
+        second = start_registration("198.51.100.2")
+        if trusted:
+            assert second.status_code == 401  # another address, its own bucket
+            limited(start_registration("198.51.100.2"))
+        else:
+            limited(second)  # the header is not believed: one bucket, loopback's
 
 
 def test_login_is_limited_per_address_and_per_user(backend: str, server_factory) -> None:

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mxkeys.api.middleware import CORS_HEADERS, EdgeMiddleware
+from mxkeys.api.middleware import CORS_HEADERS, EdgeMiddleware, TrustedProxies
 from mxkeys.api.routing import Endpoint
 from mxkeys.errors import MatrixError
 
@@ -104,3 +104,32 @@ def test_endpoint_sends_the_handler_response_or_its_matrix_error() -> None:
     assert (status, body) == (200, {"ok": True})
     status, _, body = _answer(_call(Endpoint(handler), method="PUT"))
     assert (status, body) == (403, {"errcode": "M_FORBIDDEN", "error": "Not yours"})
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("127.0.0.1", b"198.51.100.7", "198.51.100.7"),
+        # Read from the right: the proxies' own addresses are skipped, and what the client
+        # wrote further left is not believed.
+        ("127.0.0.1", b"203.0.113.66, 198.51.100.7, 10.1.2.3", "198.51.100.7"),
+        ("::1", b" 2001:db8::5 ", "2001:db8::5"),
+        ("127.0.0.1", b"10.0.0.1, 10.0.0.2", "10.0.0.1"),  # all proxies: the first one
+        ("127.0.0.1", b"unknown", "unknown"),
+        ("192.0.2.1", b"198.51.100.7", "192.0.2.1"),  # not a proxy: the header is ignored
+        ("127.0.0.1", None, "127.0.0.1"),
+    ],
+)
+def test_trusted_proxies_name_the_client(peer: str, forwarded: bytes | None, client: str) -> None:
+    proxies = TrustedProxies("127.0.0.1, ::1, 10.0.0.0/8")
+    headers = [(b"x-forwarded-for", forwarded)] if forwarded is not None else []
+    scope: dict[str, Any] = {"client": (peer, 5000), "headers": headers}
+    proxies.resolve(scope)
+    assert scope["client"][0] == client
+
+
+def test_no_trusted_proxies_ignores_the_header() -> None:
+    scope: dict[str, Any] = {"client": ("127.0.0.1", 5000),
+                             "headers": [(b"x-forwarded-for", b"198.51.100.7")]}
+    TrustedProxies("").resolve(scope)
+    assert scope["client"] == ("127.0.0.1", 5000)
