@@ -7,7 +7,11 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+import signal
+import threading
+import types
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
@@ -21,6 +25,7 @@ from mxkeys.api.timeout import RequestTimeout
 from mxkeys.config import Config
 from mxkeys.homeserver import HomeServer
 from mxkeys.services.housekeeping import run_forever
+from mxkeys.services.notifier import Notifier
 from mxkeys.storage.notifications import PostgresWakeups
 
 logger = logging.getLogger(__name__)
@@ -31,6 +36,31 @@ async def metrics(request: Request) -> Response:
 
 
 CONFIG_ENV = "_MXKEYS_WORKER_CONFIG"  # not MXKEYS_*: not a setting of its own
+
+
+def answer_long_polls_on_exit(notifier: Notifier, loop: asyncio.AbstractEventLoop) -> None:
+    """When the server is told to stop (SIGTERM, SIGINT), waiting `/sync` long-polls answer
+    at once, with what they have, instead of waiting out the server's graceful-shutdown
+    delay and being cut off (uvicorn then answers them 500 and logs a traceback); clients
+    sync again, from the same token, against the next server.
+
+    uvicorn has installed its own handlers by the time the app starts (they set the exit
+    flag); this one is put in front of each. Only in the main thread, where signals arrive
+    (a test server running in a thread has none)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue  # (no server handler to pass the signal on to)
+
+        def handler(
+            number: int, frame: types.FrameType | None, previous: Callable[..., Any] = previous
+        ) -> None:
+            loop.call_soon_threadsafe(notifier.close)
+            previous(number, frame)
+
+        signal.signal(signum, handler)
 
 
 def app_from_environment() -> ASGIApp:
@@ -52,6 +82,7 @@ def create_app(config: Config, homeserver: HomeServer | None = None) -> ASGIApp:
     async def lifespan(app: object) -> AsyncIterator[None]:
         hs.start()
         hs.notifier.bind_loop(asyncio.get_running_loop())
+        answer_long_polls_on_exit(hs.notifier, asyncio.get_running_loop())
         wakeups = None
         if hs.db.dialect == "postgresql":
             # Several processes may share this database: wake each other's long-polls.

@@ -35,6 +35,7 @@ class Notifier:
         self._counters: dict[str, int] = {}
         self._waiters: dict[str, set[_Waiter]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
         # Set when another process must hear about local changes (PostgreSQL NOTIFY).
         self.publish: Callable[[list[str], list[str]], None] | None = None
 
@@ -66,6 +67,15 @@ class Notifier:
         if publish and users and self.publish is not None:
             self.publish(users, names)
 
+    def close(self) -> None:
+        """The server is stopping: every waiting sync answers now with what it has (as on a
+        timeout), and syncs that come later do not wait."""
+        self._closed = True
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.future.done():
+                    waiter.future.set_result(False)
+
     def notify_users_threadsafe(self, user_ids: list[str], streams: list[str]) -> None:
         """`notify_users` from another thread (the LISTEN thread), without re-publishing."""
         if self._loop is not None:
@@ -80,6 +90,8 @@ class Notifier:
         timeout handle per wait."""
         if self.counter(user_id) != seen:
             return {ALL_STREAMS}
+        if self._closed:
+            return None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         waiter = _Waiter(future)
