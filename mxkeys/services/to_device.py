@@ -48,12 +48,9 @@ class RecentSends:
         self._sends: collections.deque[_Send] = collections.deque(maxlen=max_sends)
 
     def add(self, sent: SentMessages, sender: str, event_type: str) -> None:
-        if self._sends and self._sends[-1].last + 1 != sent.first:
+        if self._sends and self._sends[-1].sent.last + 1 != sent.first:
             self._sends.clear()  # not contiguous with what is held: start again from here
-        # Only an index here: a send wakes its recipients' syncs right after this, and each
-        # builds its own message, so the send itself makes no object per recipient but a key.
-        index = {(user_id, device_id): i for i, (user_id, device_id, _) in enumerate(sent.rows)}
-        self._sends.append(_Send(sent, sender, event_type, index))
+        self._sends.append(_Send(sent, sender, event_type))
 
     def clear(self) -> None:
         self._sends.clear()
@@ -63,33 +60,32 @@ class RecentSends:
     ) -> tuple[int, list[InboxMessage]] | None:
         """(position, the device's messages in (after, position]), or None if not known."""
         sends = self._sends
-        if not sends or not sends[0].sent.first <= after + 1 <= sends[-1].last:
+        if not sends or not sends[0].sent.first <= after + 1 <= sends[-1].sent.last:
             return None
         key = (user_id, device_id)
         messages = []
         for send in sends:
-            if send.last > after:
-                i = send.index.get(key)
-                if i is not None and send.sent.first + i > after:
-                    messages.append(send.message(i))
+            i = send.index.get(key)
+            if i is not None and send.sent.first + i > after:
+                messages.append(send.message(i))
         if len(messages) > limit:
             return None
-        return sends[-1].last, messages
+        return sends[-1].sent.last, messages
 
 
 class _Send:
-    """One send held by `RecentSends`: what it stored, and where each device's row is."""
+    """One send held by `RecentSends`: what it stored, and where each device's row is.
 
-    __slots__ = ("event_type", "index", "last", "sender", "sent")
+    Only an index: a send wakes its recipients' syncs right after it is held, and each builds
+    its own message, so the send itself makes no object per recipient but a key."""
 
-    def __init__(
-        self, sent: SentMessages, sender: str, event_type: str, index: dict[tuple[str, str], int]
-    ) -> None:
+    __slots__ = ("event_type", "index", "sender", "sent")
+
+    def __init__(self, sent: SentMessages, sender: str, event_type: str) -> None:
         self.sent = sent
-        self.last = sent.last
         self.sender = sender
         self.event_type = event_type
-        self.index = index
+        self.index = {(user, device): i for i, (user, device, _) in enumerate(sent.rows)}
 
     def message(self, i: int) -> InboxMessage:
         return InboxMessage(self.sent.first + i, self.sender, self.event_type, self.sent.rows[i][2])
