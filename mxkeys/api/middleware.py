@@ -7,26 +7,16 @@ import logging
 import time
 from typing import Any
 
-from prometheus_client import Counter, Histogram
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mxkeys.api.http import JSONResponse, error_response
 from mxkeys.errors import MatrixError
+from mxkeys.metrics import DURATION, REQUESTS
 
 access_log = logging.getLogger("mxkeys.access")
 logger = logging.getLogger(__name__)
-
-REQUESTS = Counter(
-    "mxkeys_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
-)
-DURATION = Histogram(
-    "mxkeys_http_request_duration_seconds",
-    "Time to answer an HTTP request",
-    ["method", "route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
 
 # The label children of REQUESTS and DURATION per (method, route template, status): a
 # small set (unmatched paths share the "unmatched" route; odd methods stop being cached).
