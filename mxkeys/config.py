@@ -144,17 +144,23 @@ class Config:
             raise ConfigError("max_request_body_bytes must be at least 1024")
         if self.request_timeout_ms < 1:
             raise ConfigError("request_timeout_ms must be positive")
-        for part in self.trusted_proxies.split(","):
-            try:
-                if part.strip():
-                    ipaddress.ip_network(part.strip(), strict=False)
-            except ValueError:
-                raise ConfigError(
-                    f"trusted_proxies: {part.strip()!r} is not an IP address or network"
-                ) from None
+        parse_networks(self.trusted_proxies)
         for name, value in dataclasses.asdict(self).items():
             if isinstance(value, int) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"{name} must not be negative")
+
+
+def parse_networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The addresses or networks of a comma-separated `trusted_proxies` value."""
+    networks = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"trusted_proxies: {part!r} is not an IP address or network"
+            ) from None
+    return networks
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mxkeys.api.http import JSONResponse, error_response
+from mxkeys.config import parse_networks
 from mxkeys.errors import MatrixError
 from mxkeys.metrics import DURATION, REQUESTS
 
@@ -63,11 +64,7 @@ class TrustedProxies:
     _CACHED = 4096
 
     def __init__(self, spec: str) -> None:
-        self.networks = [
-            ipaddress.ip_network(part.strip(), strict=False)
-            for part in spec.split(",")
-            if part.strip()
-        ]
+        self.networks = parse_networks(spec)
         self._known: dict[str, bool] = {}
 
     def trusts(self, host: str) -> bool:
