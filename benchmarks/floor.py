@@ -21,10 +21,8 @@ import sys
 import time
 from typing import Any
 
-import httpx
-
 from benchmarks.http1 import Http1Connection
-from benchmarks.servers import free_port, stop_process
+from benchmarks.servers import free_port, stop_process, wait_until_up
 
 _BODY = (
     b'{"next_batch":"s1_1_1_1","to_device":{"events":[{"sender":"@sender:localhost",'
@@ -35,7 +33,8 @@ _waiting: list[asyncio.Future[None]] = []
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """GET waits for the next PUT; PUT releases every waiting GET; anything else is a probe."""
+    """GET /wait waits for the next PUT; PUT releases every waiting GET; any other GET is
+    answered at once (a probe)."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -108,15 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     process = subprocess.Popen(_command(args.server, port), stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/probe", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{args.server} did not start") from None
-                time.sleep(0.1)
+        wait_until_up(url, process)  # (the app answers any GET but /wait at once)
         figures = asyncio.run(fan_out(url, args.devices, args.rounds, args.settle))
     finally:
         stop_process(process)

@@ -6,10 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
-import httpx
-
+from benchmarks.servers import wait_until_up
 from tests.conftest import RATE_LIMITED
 from tests.helpers import free_port
 
@@ -34,13 +32,5 @@ def start_process(
     })
     process = subprocess.Popen([sys.executable, "-m", "mxkeys", "serve"], env=env, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/_matrix/client/versions", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("server process did not start")
-        time.sleep(0.1)
+    wait_until_up(url, process, timeout=30)
+    return process, url

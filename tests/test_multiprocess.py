@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from benchmarks.servers import wait_until_up
 from tests.conftest import RATE_LIMITED, selected_backends
 from tests.helpers import Api, free_port
 from tests.processes import start_process
@@ -77,15 +78,7 @@ def test_serve_with_workers(request: pytest.FixtureRequest, new_database_url, tm
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/_matrix/client/versions", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until_up(base, process, timeout=30)
         with Api(base) as api:
             users = [api.register() for _ in range(4)]
             for user in users:
