@@ -64,12 +64,17 @@ class RecentSends:
             return None
         key = (user_id, device_id)
         messages = []
-        for send in sends:
+        # Newest first, back to the send holding the cursor: a device that keeps up looks at
+        # the latest send or two, however many are held.
+        for send in reversed(sends):
             i = send.index.get(key)
             if i is not None and send.sent.first + i > after:
                 messages.append(send.message(i))
+            if send.sent.first <= after + 1:
+                break
         if len(messages) > limit:
             return None
+        messages.reverse()
         return sends[-1].sent.last, messages
 
 
