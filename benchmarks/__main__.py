@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated workload names to run")
     parser.add_argument("--json", dest="json_out", help="write results as JSON to this file")
     parser.add_argument("--list", action="store_true", help="list workloads and exit")
+    parser.add_argument("--share-cpus", action="store_true",
+                        help="let the to-device fan-out's client and server share every CPU "
+                        "(by default they run on different ones: see servers.cpus_apart)")
     args = parser.parse_args(argv)
     if args.workers < 1 or args.rounds < 1:
         parser.error("--workers and --rounds must be at least 1")
@@ -85,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.compare import compare
 
         return compare(workloads, args.rounds, args.quick, args.workers, git_commit(),
-                       args.json_out)
+                       args.json_out, args.share_cpus)
     with target(args) as server:
         print(f"benchmarking {server.name} at {server.url}", flush=True)
-        results = asyncio.run(run_workloads(server.url, workloads, args.quick))
+        pid = server.process.pid if server.process and not args.share_cpus else None
+        results = asyncio.run(run_workloads(server.url, workloads, args.quick, pid))
         peak = server.peak_rss_mib()
     report = {
         "server": server.name,

@@ -187,6 +187,8 @@ class BenchContext:
     client: BenchClient
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # The server's process, when the run started it (see `servers.cpus_apart`).
+    server_pid: int | None = None
 
     def scale(self, full: int, quick: int) -> int:
         """The workload size: `full` normally, `quick` in --quick mode."""
@@ -200,13 +202,15 @@ class Workload:
     run: Callable[[BenchContext], Awaitable[dict[str, Any]]]
 
 
-async def run_workloads(url: str, workloads: list[Workload], quick: bool) -> dict[str, Any]:
+async def run_workloads(
+    url: str, workloads: list[Workload], quick: bool, server_pid: int | None = None
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for workload in workloads:
         client = BenchClient(url)
         try:
             started = time.perf_counter()
-            figures = await workload.run(BenchContext(client, quick=quick))
+            figures = await workload.run(BenchContext(client, quick=quick, server_pid=server_pid))
             results[workload.name] = {"ok": True, **figures}
             print(f"  {workload.name}: {figures} ({time.perf_counter() - started:.1f}s)",
                   flush=True)

@@ -136,14 +136,16 @@ def summarise(runs: list[dict[str, Any]], workloads: list[Workload]) -> dict[str
 
 
 def run_one(
-    contender: Contender, workloads: list[Workload], quick: bool, label: str
+    contender: Contender, workloads: list[Workload], quick: bool, label: str,
+    share_cpus: bool = False,
 ) -> dict[str, Any]:
     record: dict[str, Any] = {"server": contender.name}
     started = time.perf_counter()
     try:
         with contender.start() as server:
             print(f"[{label}] {contender.name} at {server.url}", flush=True)
-            record["results"] = asyncio.run(run_workloads(server.url, workloads, quick))
+            pid = server.process.pid if server.process and not share_cpus else None
+            record["results"] = asyncio.run(run_workloads(server.url, workloads, quick, pid))
             record["peak_rss_mib"] = server.peak_rss_mib()
             if server.log_path is not None and any(
                 not r["ok"] for r in record["results"].values()
@@ -211,7 +213,7 @@ def load_average(meta: dict[str, Any]) -> Iterator[None]:
 
 def compare(
     workloads: list[Workload], rounds: int, quick: bool, workers: int, commit: str,
-    json_out: str | None = None,
+    json_out: str | None = None, share_cpus: bool = False,
 ) -> int:
     ensure_synapse()  # installs on first use, before anything is timed
     mxkeys = contenders(workers)
@@ -227,12 +229,13 @@ def compare(
         "synapse_version": SYNAPSE_VERSION,
         "servers": {c.name: c.label for c in [*mxkeys, synapse]},
         "order": [c.name for c in order],
+        "to_device_cpus": "shared" if share_cpus else "apart",
     }
     runs = []
     with load_average(meta):
         for i, contender in enumerate(order):
             label = f"run {i + 1}/{len(order)}, round {i // (2 * len(mxkeys)) + 1}"
-            runs.append(run_one(contender, workloads, quick, label))
+            runs.append(run_one(contender, workloads, quick, label, share_cpus))
     summary = summarise(runs, workloads)
     report = {**meta, "summary": summary, "runs": runs}
     table = markdown(report, workloads)

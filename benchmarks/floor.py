@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from benchmarks.http1 import Http1Connection
-from benchmarks.servers import free_port, stop_process, wait_until_up
+from benchmarks.servers import cpus_apart, free_port, stop_process, wait_until_up
 
 _BODY = (
     b'{"next_batch":"s1_1_1_1","to_device":{"events":[{"sender":"@sender:localhost",'
@@ -102,13 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--settle", type=float, default=0.5,
                         help="seconds the GETs are given to reach the server before the PUT")
+    parser.add_argument("--share-cpus", action="store_true",
+                        help="let client and server share every CPU (as the workload's option)")
     args = parser.parse_args(argv)
     port = free_port()
     process = subprocess.Popen(_command(args.server, port), stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, process)  # (the app answers any GET but /wait at once)
-        figures = asyncio.run(fan_out(url, args.devices, args.rounds, args.settle))
+        with cpus_apart(None if args.share_cpus else process.pid):
+            figures = asyncio.run(fan_out(url, args.devices, args.rounds, args.settle))
     finally:
         stop_process(process)
     print(f"{args.server}: {figures}", flush=True)

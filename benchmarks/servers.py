@@ -54,6 +54,50 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def threads_of(pid: int) -> list[int]:
+    with contextlib.suppress(OSError, ValueError):
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    return []
+
+
+@contextlib.contextmanager
+def cpus_apart(server_pid: int | None) -> Iterator[None]:
+    """While the block runs, keep the server (every thread of its processes) on all CPUs but
+    the last, and this benchmark client (every thread of it) on the last one; then give both
+    back the CPUs they had. With no server process known (`--url`) or one CPU, nothing moves.
+
+    Why: when a server answers many waiting connections of one local client in a row, each
+    response wakes the client, and Linux places a task woken by a socket write on the
+    writer's CPU (a "sync" wake-up: the writer is expected to sleep next). The server does
+    not sleep, it writes the next response, so client and server take turns on one CPU while
+    the other one idles, with stalls of milliseconds (`perf sched timehist` shows the two
+    alternating on CPU 0 every 30-50 µs while CPU 1 is idle). Recipients on other machines
+    cost a server nothing of the kind; this keeps the local client from standing in for
+    them so badly."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if server_pid is None or len(cpus) < 2:
+        yield
+        return
+    server_tree = process_tree(server_pid)
+    before = {pid: os.sched_getaffinity(pid) for pid in [*server_tree, os.getpid()]}
+
+    def pin(pids: list[int], wanted: set[int]) -> None:
+        for pid in pids:
+            for tid in threads_of(pid):
+                with contextlib.suppress(OSError):  # (a thread that has just ended)
+                    os.sched_setaffinity(tid, wanted)
+
+    try:
+        pin(server_tree, set(cpus[:-1]))
+        pin([os.getpid()], {cpus[-1]})
+        yield
+    finally:
+        # Threads started meanwhile got their creator's CPUs: every thread gets back its
+        # process's.
+        for pid, mask in before.items():
+            pin([pid], mask)
+
+
 @dataclass
 class RunningServer:
     name: str

@@ -9,12 +9,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from benchmarks.common import Workload
 from benchmarks.compare import TIMES, direction, markdown, schedule, speedup, summarise
+from benchmarks.servers import cpus_apart, threads_of
 from benchmarks.workloads import all_workloads
 from tests.conftest import PG_ADMIN_URL, selected_backends
 
@@ -111,3 +114,34 @@ def test_http_floor_runs():
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "uvicorn: {'devices': 5, 'rounds': 2, 'delivery_p50_ms':" in result.stdout
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_cpus_apart_separates_server_and_client_then_restores_both():
+    cpus = sorted(os.sched_getaffinity(0))
+    # A stand-in server with a second thread, and a thread of our own.
+    server = subprocess.Popen([sys.executable, "-c", (
+        "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start(); "
+        "print('up', flush=True); time.sleep(30)"
+    )], stdout=subprocess.PIPE, text=True)
+    ours = threading.Thread(target=time.sleep, args=(2,))
+    ours.start()
+    try:
+        assert server.stdout is not None and server.stdout.readline() == "up\n"
+
+        def masks(pid):
+            return {tid: os.sched_getaffinity(tid) for tid in threads_of(pid)}
+
+        server_before, ours_before = masks(server.pid), masks(os.getpid())
+        assert len(server_before) == 2 and len(ours_before) >= 2
+        with cpus_apart(server.pid):
+            assert all(m == set(cpus[:-1]) for m in masks(server.pid).values())
+            assert all(m == {cpus[-1]} for m in masks(os.getpid()).values())
+        assert masks(server.pid) == server_before
+        assert masks(os.getpid()) == ours_before
+        with cpus_apart(None):  # a server started elsewhere (--url): nothing moves
+            assert masks(os.getpid()) == ours_before
+    finally:
+        server.kill()
+        server.wait()
+        ours.join()

@@ -6,7 +6,11 @@ Each recipient device long-polls on its own keep-alive connection, as a real dev
 and response, which with 200 long-polls made the client, not the server, the bottleneck).
 A delivery is timed when the last byte of the `/sync` response carrying the message is read,
 before the client decodes it; every response is then decoded and checked (status 200,
-`next_batch`, the message in `to_device.events` with its sender, type and content)."""
+`next_batch`, the message in `to_device.events` with its sender, type and content).
+
+While the messages go out, the server and this client run on different CPUs
+(`servers.cpus_apart`; `--share-cpus` turns it off): on a shared CPU the client, woken by
+every response, keeps pre-empting the server, which real recipients elsewhere never do."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Any
 
 from benchmarks.common import CLIENT, BenchContext, BenchError, BenchUser, Workload
 from benchmarks.http1 import Http1Connection, RawResponse
+from benchmarks.servers import cpus_apart
 
 
 def _p(values: list[float], q: float) -> float:
@@ -62,50 +67,51 @@ async def fan_out(ctx: BenchContext) -> dict[str, Any]:
         latencies: list[float] = []
         send_ms: list[float] = []
         await client.timed("GET", "account/whoami", sender)  # opens the sender's connection
-        for round_number in range(rounds):
-            marker = secrets.token_hex(4)
-            sent_at = 0.0
+        with cpus_apart(ctx.server_pid):
+            for round_number in range(rounds):
+                marker = secrets.token_hex(4)
+                sent_at = 0.0
 
-            async def wait_for(
-                device: BenchUser, marker: str = marker, round_number: int = round_number
-            ) -> float:
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    response, body = await sync(
-                        device, {"since": since[device.access_token], "timeout": "30000"}
-                    )
-                    since[device.access_token] = body["next_batch"]
-                    events = body.get("to_device", {}).get("events", [])
-                    for event in events:
-                        if event.get("content", {}).get("marker") != marker:
-                            continue
-                        if event.get("sender") != sender.user_id or (
-                            event.get("type") != "m.bench.fanout"
-                        ) or event["content"] != {"marker": marker, "round": round_number}:
-                            raise BenchError(f"a to-device message arrived altered: {event}")
-                        return response.received_at
-                raise BenchError("a to-device message was not delivered within 30 s")
+                async def wait_for(
+                    device: BenchUser, marker: str = marker, round_number: int = round_number
+                ) -> float:
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline:
+                        response, body = await sync(
+                            device, {"since": since[device.access_token], "timeout": "30000"}
+                        )
+                        since[device.access_token] = body["next_batch"]
+                        events = body.get("to_device", {}).get("events", [])
+                        for event in events:
+                            if event.get("content", {}).get("marker") != marker:
+                                continue
+                            if event.get("sender") != sender.user_id or (
+                                event.get("type") != "m.bench.fanout"
+                            ) or event["content"] != {"marker": marker, "round": round_number}:
+                                raise BenchError(f"a to-device message arrived altered: {event}")
+                            return response.received_at
+                    raise BenchError("a to-device message was not delivered within 30 s")
 
-            waiters = [asyncio.create_task(wait_for(d)) for d in recipients]
-            # Let every sync reach the server and start waiting (not timed).
-            await asyncio.sleep(ctx.scale(2, 0.5))
-            messages: dict[str, dict[str, Any]] = {}
-            for device in recipients:
-                messages.setdefault(device.user_id, {})[device.device_id] = {
-                    "marker": marker, "round": round_number,
-                }
-            body = json.dumps({"messages": messages}).encode()
-            # Timed from when the request goes out (on a bare connection, like every timed
-            # request: `BenchClient.timed`), not from when the client starts encoding it.
-            sent_at = time.perf_counter()
-            sent = await client.timed(
-                "PUT", f"sendToDevice/m.bench.fanout/{marker}", sender, content=body
-            )
-            send_ms.append((sent.received_at - sent_at) * 1000)
-            if sent.status != 200:
-                raise BenchError(f"PUT sendToDevice: {sent.status}: {sent.body[:300]!r}")
-            arrivals = await asyncio.gather(*waiters)
-            latencies += [(t - sent_at) * 1000 for t in arrivals]
+                waiters = [asyncio.create_task(wait_for(d)) for d in recipients]
+                # Let every sync reach the server and start waiting (not timed).
+                await asyncio.sleep(ctx.scale(2, 0.5))
+                messages: dict[str, dict[str, Any]] = {}
+                for device in recipients:
+                    messages.setdefault(device.user_id, {})[device.device_id] = {
+                        "marker": marker, "round": round_number,
+                    }
+                body = json.dumps({"messages": messages}).encode()
+                # Timed from when the request goes out (on a bare connection, like every timed
+                # request: `BenchClient.timed`), not from when the client starts encoding it.
+                sent_at = time.perf_counter()
+                sent = await client.timed(
+                    "PUT", f"sendToDevice/m.bench.fanout/{marker}", sender, content=body
+                )
+                send_ms.append((sent.received_at - sent_at) * 1000)
+                if sent.status != 200:
+                    raise BenchError(f"PUT sendToDevice: {sent.status}: {sent.body[:300]!r}")
+                arrivals = await asyncio.gather(*waiters)
+                latencies += [(t - sent_at) * 1000 for t in arrivals]
     finally:
         for connection in connections.values():
             connection.close()
