@@ -14,6 +14,9 @@ LOCALPART_RE = re.compile(r"[a-z0-9._=\-/+]+")
 HISTORICAL_LOCALPART_RE = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 # server_name = hostname / IPv4 / [IPv6], with an optional port.
 SERVER_NAME_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9\-.]{1,255})(?::[0-9]{1,5})?")
+# A whole user ID: the two above, in one pass. (The localpart cannot hold ":", so the first
+# one ends it; everything matched is ASCII, so characters count as bytes.)
+USER_ID_RE = re.compile(f"@({HISTORICAL_LOCALPART_RE.pattern}):({SERVER_NAME_RE.pattern})")
 MAX_USER_ID_BYTES = 255
 MAX_DEVICE_ID_LENGTH = 255
 
@@ -28,16 +31,10 @@ def is_valid_server_name(name: str) -> bool:
 
 def split_user_id(user_id: str) -> tuple[str, str] | None:
     """`(localpart, server_name)` of a syntactically valid user ID, else None."""
-    if (
-        not user_id.startswith("@")
-        or len(user_id.encode("utf-8")) > MAX_USER_ID_BYTES
-        or ":" not in user_id
-    ):
+    if len(user_id) > MAX_USER_ID_BYTES:
         return None
-    localpart, _, server = user_id[1:].partition(":")
-    if not HISTORICAL_LOCALPART_RE.fullmatch(localpart) or not is_valid_server_name(server):
-        return None
-    return localpart, server
+    match = USER_ID_RE.fullmatch(user_id)
+    return (match[1], match[2]) if match is not None else None
 
 
 def make_user_id(localpart: str, server_name: str) -> str:
