@@ -67,32 +67,31 @@ async def fan_out(ctx: BenchContext) -> dict[str, Any]:
         latencies: list[float] = []
         send_ms: list[float] = []
         await client.timed("GET", "account/whoami", sender)  # opens the sender's connection
+
+        async def wait_for(device: BenchUser, marker: str, round_number: int) -> float:
+            """When the device's long-polls got the round's message (checked as sent)."""
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                response, body = await sync(
+                    device, {"since": since[device.access_token], "timeout": "30000"}
+                )
+                since[device.access_token] = body["next_batch"]
+                for event in body.get("to_device", {}).get("events", []):
+                    if event.get("content", {}).get("marker") != marker:
+                        continue
+                    if event.get("sender") != sender.user_id or (
+                        event.get("type") != "m.bench.fanout"
+                    ) or event["content"] != {"marker": marker, "round": round_number}:
+                        raise BenchError(f"a to-device message arrived altered: {event}")
+                    return response.received_at
+            raise BenchError("a to-device message was not delivered within 30 s")
+
         with cpus_apart(ctx.server_pid):
             for round_number in range(rounds):
                 marker = secrets.token_hex(4)
-                sent_at = 0.0
-
-                async def wait_for(
-                    device: BenchUser, marker: str = marker, round_number: int = round_number
-                ) -> float:
-                    deadline = time.monotonic() + 30
-                    while time.monotonic() < deadline:
-                        response, body = await sync(
-                            device, {"since": since[device.access_token], "timeout": "30000"}
-                        )
-                        since[device.access_token] = body["next_batch"]
-                        events = body.get("to_device", {}).get("events", [])
-                        for event in events:
-                            if event.get("content", {}).get("marker") != marker:
-                                continue
-                            if event.get("sender") != sender.user_id or (
-                                event.get("type") != "m.bench.fanout"
-                            ) or event["content"] != {"marker": marker, "round": round_number}:
-                                raise BenchError(f"a to-device message arrived altered: {event}")
-                            return response.received_at
-                    raise BenchError("a to-device message was not delivered within 30 s")
-
-                waiters = [asyncio.create_task(wait_for(d)) for d in recipients]
+                waiters = [
+                    asyncio.create_task(wait_for(d, marker, round_number)) for d in recipients
+                ]
                 # Let every sync reach the server and start waiting (not timed).
                 await asyncio.sleep(ctx.scale(2, 0.5))
                 messages: dict[str, dict[str, Any]] = {}
