@@ -110,9 +110,10 @@ class _Checkpointer:
     write of its own that changes only the database header's `user_version` (mxkeys keeps its
     schema version in Alembic's table, not there), and requests' commits never sync.
 
-    A checkpoint runs only when another connection has committed since the last look
+    A checkpoint runs only when another connection has committed since the last complete one
     (`PRAGMA data_version`, which this thread's own writes do not move): otherwise each
-    restart write would be checkpointed in turn and followed by another.
+    restart write would be checkpointed in turn and followed by another. One that a reader
+    kept from copying everything is tried again at the next round.
     """
 
     def __init__(self, path: str, write_lock: threading.Lock) -> None:
@@ -132,11 +133,13 @@ class _Checkpointer:
                     version = conn.execute("PRAGMA data_version").fetchone()[0]
                     if version == seen:
                         continue  # nothing new in the WAL
-                    seen = version
                     busy, frames, copied = conn.execute(
                         "PRAGMA wal_checkpoint(PASSIVE)"
                     ).fetchone()
-                    if not busy and frames > 0 and copied == frames:
+                    if busy or copied < frames:
+                        continue  # a reader still needs part of it: try again next time
+                    seen = version
+                    if frames > 0:
                         self._start_wal_over(conn)
                 except sqlite3.Error as e:  # e.g. the disk is full: try again next time
                     logger.warning("WAL checkpoint failed: %s", e)
