@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 
@@ -71,4 +72,29 @@ def test_requests_never_start_the_wal_over(
             db.read(lambda conn: conn.exec_driver_sql("SELECT n FROM t").scalar())
         ) == 1
     finally:
+        db.close()
+
+
+def test_a_checkpoint_held_back_by_a_reader_is_finished_later(tmp_path: Path) -> None:
+    """Once the reader is done, the checkpointer finishes the job (and starts the WAL over)
+    without waiting for another write."""
+    path = tmp_path / "hs.db"
+    db = Database(f"sqlite:///{path}")
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        asyncio.run(db.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)")))
+        time.sleep(4 * database.CHECKPOINT_INTERVAL_S)  # checkpointed, WAL started over
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()  # holds this snapshot
+        asyncio.run(db.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (1)")))
+        held_back = _wal_generation(path)
+        time.sleep(4 * database.CHECKPOINT_INTERVAL_S)
+        assert _wal_generation(path) == held_back  # the reader still needs the old frames
+        reader.execute("COMMIT")
+        deadline = time.monotonic() + 5
+        while _wal_generation(path) == held_back and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _wal_generation(path) != held_back
+    finally:
+        reader.close()
         db.close()
