@@ -65,8 +65,8 @@ def answer_long_polls_on_exit(notifier: Notifier, loop: asyncio.AbstractEventLoo
 
 
 def keep_startup_out_of_gc() -> None:
-    """Everything built while starting (modules, the routes, SQLAlchemy's and the spec's
-    tables: about 94,000 objects) lives as long as the process. Python's full collections
+    """Everything built while starting (modules, the routes, the database schema's SQLAlchemy
+    objects: about 94,000 objects) lives as long as the process. Python's full collections
     walk all of it each time, a 35-45 ms pause for every request in flight; frozen, they
     skip it (a full collection then takes well under a millisecond). Reference counting
     still frees what is dropped; only cycles among frozen objects would wait for
