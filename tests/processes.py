@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 
 from benchmarks.servers import wait_until_up
 from tests.conftest import RATE_LIMITED
@@ -13,8 +14,10 @@ from tests.helpers import free_port
 
 
 def start_process(
-    database_url: str, cwd: str, extra_env: dict[str, str] | None = None
+    database_url: str, cwd: str, extra_env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """`mxkeys serve [args]` on a free port, once it answers; with its URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MXKEYS_")}
     env.update({
@@ -30,7 +33,9 @@ def start_process(
         **{f"MXKEYS_{name.upper()}_BURST": "100000" for name in RATE_LIMITED},
         **(extra_env or {}),
     })
-    process = subprocess.Popen([sys.executable, "-m", "mxkeys", "serve"], env=env, cwd=cwd)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mxkeys", "serve", *args], env=env, cwd=cwd
+    )
     url = f"http://127.0.0.1:{port}"
     wait_until_up(url, process, timeout=30)
     return process, url

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,9 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from benchmarks.servers import wait_until_up
-from tests.conftest import RATE_LIMITED, selected_backends
-from tests.helpers import Api, free_port
+from tests.conftest import selected_backends
+from tests.helpers import Api
 from tests.processes import start_process
 
 
@@ -65,20 +61,9 @@ def test_serve_with_workers(request: pytest.FixtureRequest, new_database_url, tm
     """`mxkeys serve --workers 2`: both processes answer on one port, sharing state."""
     if "postgres" not in selected_backends(request.config):
         pytest.skip("PostgreSQL backend not selected")
-    url = new_database_url("postgres")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MXKEYS_")}
-    env.update({"MXKEYS_PASSWORD_TIME_COST": "1", "MXKEYS_PASSWORD_MEMORY_COST_KIB": "1024",
-                "MXKEYS_PASSWORD_PARALLELISM": "1", "MXKEYS_LOG_LEVEL": "warning",
-                **{f"MXKEYS_{name.upper()}_PER_MINUTE": "6000000" for name in RATE_LIMITED}})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mxkeys", "serve", "--workers", "2", "--database-url", url,
-         "--listen", f"127.0.0.1:{port}", "--enable-registration"],
-        env=env, cwd=str(tmp_path),
-    )
-    base = f"http://127.0.0.1:{port}"
+    process, base = start_process(new_database_url("postgres"), str(tmp_path),
+                                  args=["--workers", "2"])
     try:
-        wait_until_up(base, process, timeout=30)
         with Api(base) as api:
             users = [api.register() for _ in range(4)]
             for user in users:
