@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -64,17 +63,6 @@ def answer_long_polls_on_exit(notifier: Notifier, loop: asyncio.AbstractEventLoo
         signal.signal(signum, handler)
 
 
-def keep_startup_out_of_gc() -> None:
-    """Everything built while starting (modules, the routes, the database schema's SQLAlchemy
-    objects: about 94,000 objects) lives as long as the process. Python's full collections
-    walk all of it each time, a 35-45 ms pause for every request in flight; frozen, they
-    skip it (a full collection then takes well under a millisecond). Reference counting
-    still frees what is dropped; only cycles among frozen objects would wait for
-    `gc.unfreeze()`, which stopping calls."""
-    gc.collect()
-    gc.freeze()
-
-
 def app_from_environment() -> ASGIApp:
     """The app of one worker process of `mxkeys serve --workers N`."""
     config = Config(**json.loads(os.environ[CONFIG_ENV]))
@@ -103,11 +91,9 @@ def create_app(config: Config, homeserver: HomeServer | None = None) -> ASGIApp:
             hs.notifier.publish = wakeups.publish
         housekeeping = asyncio.get_running_loop().create_task(run_forever(hs))
         logger.info("mxkeys serving %s on %s", config.server_name, config.listen)
-        keep_startup_out_of_gc()
         try:
             yield
         finally:
-            gc.unfreeze()
             housekeeping.cancel()
             if wakeups is not None:
                 hs.notifier.publish = None

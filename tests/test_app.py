@@ -1,10 +1,7 @@
-"""`mxkeys/app.py`: a server told to stop answers its waiting long-polls at once, then exits;
-what starting built stays out of the collector's full passes while it serves."""
+"""`mxkeys/app.py`: a server told to stop answers its waiting long-polls at once, then exits."""
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import signal
 import threading
 import time
@@ -12,8 +9,6 @@ from typing import Any
 
 import pytest
 
-from mxkeys.app import create_app
-from tests import conftest
 from tests.helpers import Api
 from tests.processes import start_process
 
@@ -55,24 +50,3 @@ def test_stopping_answers_waiting_long_polls(
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-def test_what_starting_built_is_kept_out_of_full_collections(new_database_url) -> None:
-    """Frozen once the server has started (full collections then skip it), given back to the
-    collector when it stops."""
-    app = create_app(conftest.test_config(new_database_url("sqlite")))
-    messages: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-    frozen_while_serving: list[int] = []
-
-    async def send(message: dict[str, str]) -> None:
-        if message["type"] == "lifespan.startup.complete":
-            frozen_while_serving.append(gc.get_freeze_count())
-            await messages.put({"type": "lifespan.shutdown"})
-
-    async def run() -> None:
-        await messages.put({"type": "lifespan.startup"})
-        await app({"type": "lifespan", "asgi": {"version": "3.0"}}, messages.get, send)
-
-    asyncio.run(run())
-    assert frozen_while_serving and frozen_while_serving[0] > 10_000
-    assert gc.get_freeze_count() == 0
